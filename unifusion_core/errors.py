@@ -1,0 +1,9 @@
+"""One exception type for every user-facing failure: a single sentence, expected vs found."""
+
+
+class UniFusionError(ValueError):
+    """A problem with the user's input, files or models, stated in one sentence.
+
+    Nodes show ``str(err)`` as-is, so the message must name what was expected, what was found and,
+    where a file is involved, its path.
+    """
