@@ -1,0 +1,131 @@
+import types
+
+import pytest
+import torch
+from torch import nn
+
+from tiny import randomize_, tiny_config, tiny_modules
+from unifusion_core.checkpoint import build_modules
+from unifusion_core.errors import UniFusionError
+
+
+@pytest.mark.parametrize("latent_format,channels", [("pixel", 3), ("flux16", 16)])
+@pytest.mark.parametrize("h,w", [(16, 16), (16, 32), (32, 8)])
+def test_output_shape_any_aspect_and_channels(latent_format, channels, h, w):
+    cfg, pooler, dit = tiny_modules(tiny_config(latent_format))
+    randomize_(dit)
+    x = torch.randn(2, channels, h, w)
+    ctx = torch.randn(2, 5, cfg.dit.cond_dim)
+    out = dit(x, torch.tensor([0.3, 0.9]), ctx, torch.ones(2, 5))
+    assert out.shape == x.shape
+    assert torch.isfinite(out).all() and out.abs().sum() > 0
+
+
+def test_padding_invariance():
+    """Appending masked padding to a condition changes nothing (RoPE, refiner and joint attention)."""
+    cfg, _, dit = tiny_modules()
+    randomize_(dit)
+    x, t = torch.randn(1, 3, 16, 16), torch.tensor([0.5])
+    ctx = torch.randn(1, 6, cfg.dit.cond_dim)
+    ref = dit(x, t, ctx, torch.ones(1, 6, dtype=torch.bool))
+    padded = torch.cat([ctx, torch.randn(1, 9, cfg.dit.cond_dim) * 100], dim=1)
+    mask = torch.tensor([[1] * 6 + [0] * 9], dtype=torch.bool)
+    out = dit(x, t, padded, mask)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    # and the mask is honoured: without it the padding would change the output
+    assert not torch.allclose(dit(x, t, padded, None), ref, atol=1e-3)
+
+
+def test_float_mask_from_comfy_is_accepted():
+    cfg, _, dit = tiny_modules()
+    randomize_(dit)
+    x, t, ctx = torch.randn(1, 3, 8, 8), torch.tensor([0.5]), torch.randn(1, 4, cfg.dit.cond_dim)
+    m_bool = torch.tensor([[1, 1, 1, 0]], dtype=torch.bool)
+    torch.testing.assert_close(dit(x, t, ctx, m_bool), dit(x, t, ctx, m_bool.float()))
+
+
+def test_deterministic_per_seed():
+    _, _, a = tiny_modules(seed=3)
+    _, _, b = tiny_modules(seed=3)
+    _, _, c = tiny_modules(seed=4)
+    for (k, pa), pb, pc in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
+        assert torch.equal(pa, pb), k
+    assert any(not torch.equal(pa, pc) for pa, pc in zip(a.state_dict().values(), c.state_dict().values()))
+
+
+def test_zero_init_predicts_zero_velocity():
+    """adaLN-zero + zero output layer: an untrained DiT starts as v = 0."""
+    cfg, _, dit = tiny_modules()
+    out = dit(torch.randn(1, 3, 8, 8), torch.tensor([0.5]), torch.randn(1, 3, cfg.dit.cond_dim))
+    assert out.abs().max() == 0
+
+
+def test_grad_reaches_every_parameter():
+    cfg, pooler, dit = tiny_modules()
+    randomize_(dit)
+    randomize_(pooler)
+    hidden = torch.randn(2, cfg.lap.num_layers, 5, cfg.lap.in_dim)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    out = dit(torch.randn(2, 3, 8, 8), torch.rand(2), pooler(hidden, mask), mask)
+    out.square().mean().backward()
+    for name, p in list(dit.named_parameters()) + list(pooler.named_parameters()):
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_operations_are_injected_everywhere():
+    """Every Linear/norm comes from the injected namespace, and the output is unchanged by it."""
+    built = []
+
+    def counting(base):
+        return type(base.__name__, (base,), {"__init__": lambda self, *a, **k: (built.append(base.__name__),
+                                                                               base.__init__(self, *a, **k))[1]})
+
+    ops = types.SimpleNamespace(Linear=counting(nn.Linear), RMSNorm=counting(nn.RMSNorm),
+                                LayerNorm=counting(nn.LayerNorm))
+    cfg = tiny_config()
+    _, ref_pooler, ref = tiny_modules(cfg)
+    randomize_(ref)
+    pooler, dit = build_modules(cfg, operations=ops)
+    dit.load_state_dict(ref.state_dict())
+    layers = [m for m in list(dit.modules()) + list(pooler.modules())
+              if isinstance(m, (nn.Linear, nn.RMSNorm, nn.LayerNorm))]
+    assert layers and all(type(m) in (ops.Linear, ops.RMSNorm, ops.LayerNorm) for m in layers)
+    assert len(built) == len(layers)
+    x, t, ctx = torch.randn(1, 3, 8, 8), torch.tensor([0.4]), torch.randn(1, 3, cfg.dit.cond_dim)
+    torch.testing.assert_close(dit(x, t, ctx), ref(x, t, ctx))
+
+
+def test_injected_attention_function_is_used():
+    calls = []
+
+    def attn(q, k, v, heads, mask=None, skip_reshape=False, **_):
+        calls.append(q.shape)
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).flatten(2)
+
+    cfg = tiny_config()
+    _, _, ref = tiny_modules(cfg)
+    randomize_(ref)
+    _, dit = build_modules(cfg, attn_fn=attn)
+    dit.load_state_dict(ref.state_dict())
+    x, t, ctx = torch.randn(1, 3, 8, 8), torch.tensor([0.4]), torch.randn(1, 3, cfg.dit.cond_dim)
+    torch.testing.assert_close(dit(x, t, ctx), ref(x, t, ctx))
+    assert len(calls) == cfg.dit.depth + cfg.dit.refiner_depth
+
+
+def test_bf16_close_to_fp32():
+    cfg, _, dit = tiny_modules()
+    randomize_(dit, std=0.1)
+    x, t, ctx = torch.randn(1, 3, 16, 16), torch.tensor([0.4]), torch.randn(1, 4, cfg.dit.cond_dim)
+    ref = dit(x, t, ctx)
+    low = dit.to(torch.bfloat16)(x.bfloat16(), t, ctx.bfloat16()).float()
+    assert (low - ref).abs().mean() / ref.abs().mean() < 0.05
+
+
+def test_bad_inputs_are_one_sentence():
+    cfg, _, dit = tiny_modules()
+    with pytest.raises(UniFusionError, match="multiples of 4"):
+        dit(torch.randn(1, 3, 10, 16), torch.tensor([0.5]), torch.randn(1, 3, cfg.dit.cond_dim))
+    with pytest.raises(UniFusionError, match=r"\(B, 3, h, w\)"):
+        dit(torch.randn(1, 16, 16, 16), torch.tensor([0.5]), torch.randn(1, 3, cfg.dit.cond_dim))
+    with pytest.raises(UniFusionError, match="conditioning"):
+        dit(torch.randn(1, 3, 16, 16), torch.tensor([0.5]), torch.randn(1, 3, 7))

@@ -1,0 +1,205 @@
+"""All hyper-parameters, as frozen dataclasses with named presets; the config travels in the file.
+
+``UniFusionConfig`` is stored as JSON in the checkpoint's safetensors metadata (``checkpoint.py``),
+so a checkpoint never needs key sniffing to be rebuilt.
+
+Presets (DiT parameter counts are printed by ``python -m unifusion_core presets``):
+  tiny  - unit tests (a few thousand parameters)
+  toy   - the CPU demo world (32 px pixel space, patch 4)
+  small - ~0.5B DiT, Flux VAE latents
+  base  - ~2B DiT, Flux VAE latents
+  paper - ~8B DiT paired with an 8B VLM (InternVL-2.5-8B: 32 layers x 4096, layers 4,7,...,31)
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from .errors import UniFusionError
+
+FORMAT_VERSION = 1
+LATENT_CHANNELS = {"flux16": 16, "pixel": 3}
+
+
+def _check(cond: bool, msg: str):
+    if not cond:
+        raise UniFusionError(msg)
+
+
+@dataclass(frozen=True)
+class VLMSpec:
+    """Identity of the frozen VLM a checkpoint was trained on, and the layers it taps."""
+
+    architecture: str
+    num_layers: int
+    hidden_size: int
+    layers: tuple[int, ...]
+    name: str = ""  # informational, e.g. the HF folder name used in training
+
+    def __post_init__(self):
+        object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
+        _check(len(self.layers) > 0, "VLMSpec.layers must name at least one VLM layer, found none.")
+        _check(all(0 <= i <= self.num_layers for i in self.layers),
+               f"VLMSpec.layers must lie in 0..{self.num_layers}, found {list(self.layers)}.")
+
+
+@dataclass(frozen=True)
+class LAPConfig:
+    """Layerwise Attention Pooling (paper §2.3) or the last-layer baseline pooler (§2.7)."""
+
+    kind: str = "lap"  # "lap" | "last_layer"
+    in_dim: int = 64  # VLM hidden size
+    num_layers: int = 4  # layers tapped (Lv)
+    width: int = 64  # width of the blocks over the layer axis (in_dim -> width if they differ)
+    blocks: int = 2
+    heads: int = 2
+    mlp_ratio: float = 1.3  # Iris-3B's LAP ratio; the paper does not say
+    out_dim: int = 64  # conditioning width handed to the DiT (its cond_dim)
+
+    def __post_init__(self):
+        _check(self.kind in ("lap", "last_layer"), f"LAPConfig.kind must be 'lap' or 'last_layer', found {self.kind!r}.")
+        _check(self.width % self.heads == 0, f"LAP width {self.width} must be divisible by its {self.heads} heads.")
+        _check(self.num_layers >= 1, f"LAP needs at least one tapped layer, found {self.num_layers}.")
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """Single-stream DiT with an in-model bidirectional refiner for the condition tokens."""
+
+    in_channels: int = 3
+    patch_size: int = 4
+    hidden_size: int = 32
+    depth: int = 2
+    num_heads: int = 2
+    mlp_ratio: float = 4.0
+    cond_dim: int = 64
+    refiner_depth: int = 1
+    axes_dims: tuple[int, ...] = (4, 6, 6)  # RoPE dims per axis (token index, row, col); sums to head dim
+    rope_theta: float = 10000.0
+    time_freq_dim: int = 256
+
+    def __post_init__(self):
+        object.__setattr__(self, "axes_dims", tuple(int(a) for a in self.axes_dims))
+        _check(self.hidden_size % self.num_heads == 0,
+               f"DiT hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}.")
+        head_dim = self.hidden_size // self.num_heads
+        _check(sum(self.axes_dims) == head_dim and all(a % 2 == 0 for a in self.axes_dims),
+               f"DiT axes_dims {list(self.axes_dims)} must be even and sum to the head width {head_dim}.")
+        _check(len(self.axes_dims) == 3, f"DiT axes_dims needs 3 axes (token, row, col), found {len(self.axes_dims)}.")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Flow-matching settings; see flow.py for the exact ComfyUI mapping."""
+
+    latent_format: str = "pixel"  # "flux16" (FLUX.1 VAE latents) | "pixel" (RGB in [-1, 1])
+    shift: float = 1.0  # sigma shift used at inference (ComfyUI ModelSamplingDiscreteFlow shift)
+    multiplier: float = 1.0  # the DiT receives timestep = sigma * multiplier
+    steps: int = 28
+    cfg: float = 4.0
+
+    def __post_init__(self):
+        _check(self.latent_format in LATENT_CHANNELS,
+               f"latent_format must be one of {sorted(LATENT_CHANNELS)}, found {self.latent_format!r}.")
+
+
+@dataclass(frozen=True)
+class UniFusionConfig:
+    vlm: VLMSpec
+    lap: LAPConfig
+    dit: DiTConfig
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    system_prompts: dict = field(default_factory=dict)  # task -> system prompt used in training
+    package_version: str = ""
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self):
+        _check(self.lap.in_dim == self.vlm.hidden_size,
+               f"LAP expects {self.lap.in_dim}-wide VLM states but the VLM spec says {self.vlm.hidden_size}.")
+        _check(self.lap.num_layers == len(self.vlm.layers),
+               f"LAP expects {self.lap.num_layers} tapped layers but the VLM spec lists {len(self.vlm.layers)}.")
+        _check(self.lap.out_dim == self.dit.cond_dim,
+               f"LAP outputs {self.lap.out_dim}-wide tokens but the DiT expects cond_dim {self.dit.cond_dim}.")
+        channels = LATENT_CHANNELS[self.sampling.latent_format]
+        _check(self.dit.in_channels == channels,
+               f"latent format {self.sampling.latent_format} has {channels} channels but the DiT has {self.dit.in_channels}.")
+
+    # --- serialisation -------------------------------------------------------------------------
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "UniFusionConfig":
+        try:
+            raw = json.loads(text)
+            return cls(vlm=_build(VLMSpec, raw["vlm"]), lap=_build(LAPConfig, raw["lap"]),
+                       dit=_build(DiTConfig, raw["dit"]), sampling=_build(SamplingConfig, raw.get("sampling", {})),
+                       system_prompts=dict(raw.get("system_prompts", {})),
+                       package_version=str(raw.get("package_version", "")),
+                       format_version=int(raw.get("format_version", FORMAT_VERSION)))
+        except UniFusionError:
+            raise
+        except (KeyError, TypeError, ValueError) as err:
+            raise UniFusionError(f"the UniFusion config JSON is malformed ({type(err).__name__}: {err}).") from err
+
+    # --- presets ---------------------------------------------------------------------------------
+    @classmethod
+    def preset(cls, name: str, vlm: VLMSpec, **overrides) -> "UniFusionConfig":
+        """A named preset sized for ``vlm``; ``overrides`` replace top-level fields (lap=, dit=, ...)."""
+        if name not in PRESETS:
+            raise UniFusionError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}.")
+        lap_kw, dit_kw, samp_kw = PRESETS[name]
+        width = lap_kw.pop("width", None) or vlm.hidden_size
+        heads = lap_kw.pop("heads")
+        while width % heads:  # keep heads a divisor of an odd-sized VLM width
+            heads -= 1
+        lap = LAPConfig(in_dim=vlm.hidden_size, num_layers=len(vlm.layers), width=width, heads=heads,
+                        out_dim=dit_kw["hidden_size"], **lap_kw)
+        latent = samp_kw["latent_format"]
+        dit = DiTConfig(in_channels=LATENT_CHANNELS[latent], cond_dim=dit_kw["hidden_size"], **dit_kw)
+        cfg = cls(vlm=vlm, lap=lap, dit=dit, sampling=SamplingConfig(**samp_kw))
+        return replace(cfg, **overrides) if overrides else cfg
+
+
+def _build(klass, raw: dict):
+    names = {f.name for f in fields(klass)}
+    unknown = set(raw) - names
+    if unknown:
+        raise UniFusionError(f"{klass.__name__} got unknown fields {sorted(unknown)}; known: {sorted(names)}.")
+    return klass(**raw)
+
+
+# name -> (LAP kwargs, DiT kwargs, sampling kwargs); copied before use, so dicts may be mutated there.
+_PRESETS = {
+    "tiny": (dict(heads=2, mlp_ratio=1.3),
+             dict(patch_size=4, hidden_size=32, depth=2, num_heads=2, refiner_depth=1, axes_dims=(4, 6, 6)),
+             dict(latent_format="pixel", shift=1.0, steps=8, cfg=2.0)),
+    "toy": (dict(heads=4, mlp_ratio=1.3),
+            dict(patch_size=4, hidden_size=128, depth=6, num_heads=4, refiner_depth=2, axes_dims=(8, 12, 12)),
+            dict(latent_format="pixel", shift=1.0, steps=20, cfg=3.0)),
+    "small": (dict(heads=16, mlp_ratio=1.3, width=1024),
+              dict(patch_size=2, hidden_size=1024, depth=24, num_heads=16, refiner_depth=2, axes_dims=(16, 24, 24)),
+              dict(latent_format="flux16", shift=3.0, steps=28, cfg=4.0)),
+    "base": (dict(heads=16, mlp_ratio=1.3, width=2048),
+             dict(patch_size=2, hidden_size=2048, depth=28, num_heads=16, refiner_depth=2, axes_dims=(32, 48, 48)),
+             dict(latent_format="flux16", shift=3.0, steps=28, cfg=4.0)),
+    "paper": (dict(heads=32, mlp_ratio=1.3),  # LAP at the VLM width h_E (4096 for InternVL-2.5-8B)
+              dict(patch_size=2, hidden_size=4096, depth=26, num_heads=32, refiner_depth=2, axes_dims=(32, 48, 48)),
+              dict(latent_format="flux16", shift=3.0, steps=28, cfg=4.0)),
+}
+
+
+class _Presets(dict):
+    def __getitem__(self, key):  # hand out copies so callers can pop from them
+        lap, dit, samp = dict.__getitem__(self, key)
+        return dict(lap), dict(dit), dict(samp)
+
+
+PRESETS = _Presets(_PRESETS)
+
+PAPER_VLM = VLMSpec(architecture="InternVLForConditionalGeneration", num_layers=32, hidden_size=4096,
+                    layers=tuple(range(4, 32, 3)), name="InternVL2_5-8B")

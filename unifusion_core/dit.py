@@ -1,0 +1,132 @@
+"""Single-stream flow-matching DiT with an in-model bidirectional refiner (paper §2.4-2.6).
+
+Legend: B batch, C latent channels, h/w latent height/width, p patch, N latent patches, Tc condition
+tokens, S = Tc + N, D width.
+
+The refined condition tokens are concatenated in front of the patchified latent tokens and every
+block attends over both jointly; the timestep enters through adaLN-zero modulation. RoPE: condition
+token i sits at (i, 0, 0); latent patch (r, c) sits at (n_c, r, c) with n_c the sample's count of
+real condition tokens, so appending masked padding to a condition changes nothing.
+Signature follows ComfyUI's model code: ``forward(x, timesteps, context, attention_mask, ...)``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .config import DiTConfig
+from .errors import UniFusionError
+from .layers import Block, init_generic, key_padding_bias, rope_angles, sdpa_attention, timestep_embedding
+
+
+class Refiner(nn.Module):
+    """Bidirectional transformer blocks over the condition tokens, with key-padding masks."""
+
+    def __init__(self, cfg: DiTConfig, *, dtype=None, device=None, operations=nn):
+        super().__init__()
+        kw = dict(dtype=dtype, device=device)
+        self.in_proj = operations.Linear(cfg.cond_dim, cfg.hidden_size, **kw)
+        self.blocks = nn.ModuleList(Block(cfg.hidden_size, cfg.num_heads, cfg.mlp_ratio, operations=operations, **kw)
+                                    for _ in range(cfg.refiner_depth))
+        self.norm = operations.RMSNorm(cfg.hidden_size, eps=1e-6, **kw)
+
+    def forward(self, context, rope=None, bias=None, attn_fn=sdpa_attention):
+        """context (B, Tc, cond_dim) -> (B, Tc, D)."""
+        x = self.in_proj(context)
+        for block in self.blocks:
+            x = block(x, rope=rope, mask=bias, attn_fn=attn_fn)
+        return self.norm(x)
+
+
+class UniFusionDiT(nn.Module):
+    def __init__(self, config: DiTConfig | dict | None = None, *, dtype=None, device=None, operations=nn,
+                 attn_fn=None, **_ignored):
+        super().__init__()
+        cfg = config if isinstance(config, DiTConfig) else DiTConfig(**(config or {}))
+        kw = dict(dtype=dtype, device=device)
+        self.cfg, self.dtype = cfg, dtype  # ComfyUI's BaseModel.get_dtype() reads .dtype
+        self.attn_fn = attn_fn or sdpa_attention
+        self.gradient_checkpointing = False
+        D, p, C = cfg.hidden_size, cfg.patch_size, cfg.in_channels
+        self.x_embed = operations.Linear(C * p * p, D, **kw)
+        self.t_embed = nn.Sequential(operations.Linear(cfg.time_freq_dim, D, **kw), nn.SiLU(),
+                                     operations.Linear(D, D, **kw))
+        self.refiner = Refiner(cfg, operations=operations, **kw)
+        self.blocks = nn.ModuleList(Block(D, cfg.num_heads, cfg.mlp_ratio, modulated=True, operations=operations, **kw)
+                                    for _ in range(cfg.depth))
+        self.norm_out = operations.LayerNorm(D, elementwise_affine=False, eps=1e-6, **kw)
+        self.adaLN_out = operations.Linear(D, 2 * D, **kw)
+        self.proj_out = operations.Linear(D, C * p * p, **kw)
+
+    @torch.no_grad()
+    def init_weights(self):
+        """DiT-style init: Xavier everywhere, then zero the adaLN gates and the output layer."""
+        init_generic(self)
+        nn.init.normal_(self.t_embed[0].weight, std=0.02)
+        nn.init.normal_(self.t_embed[2].weight, std=0.02)
+        for block in self.blocks:
+            block.init_weights()
+        for m in (self.adaLN_out, self.proj_out):
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    # -- positions ------------------------------------------------------------------------------
+    def _positions(self, cond_mask, gh, gw):
+        """cond_mask (B, Tc) bool -> RoPE positions (B, Tc + gh*gw, 3)."""
+        B, Tc = cond_mask.shape
+        dev = cond_mask.device
+        cond = torch.zeros(B, Tc, 3, device=dev)
+        cond[..., 0] = torch.arange(Tc, device=dev)  # 1-D for condition tokens
+        rows, cols = torch.meshgrid(torch.arange(gh, device=dev), torch.arange(gw, device=dev), indexing="ij")
+        img = torch.stack([torch.zeros_like(rows), rows, cols], dim=-1).flatten(0, 1).float()  # (N, 3)
+        img = img[None].repeat(B, 1, 1)  # (B, N, 3)
+        img[..., 0] = cond_mask.sum(1, keepdim=True).float()  # latent after the real condition tokens
+        return torch.cat([cond, img], dim=1)  # (B, S, 3)
+
+    def _check_input(self, x, context):
+        p, C = self.cfg.patch_size, self.cfg.in_channels
+        if x.ndim != 4 or x.shape[1] != C or x.shape[2] % p or x.shape[3] % p:
+            raise UniFusionError(f"the DiT expects latents (B, {C}, h, w) with h and w multiples of {p}, "
+                                 f"found {tuple(x.shape)}.")
+        if context is None or context.ndim != 3 or context.shape[-1] != self.cfg.cond_dim:
+            found = None if context is None else tuple(context.shape)
+            raise UniFusionError(f"the DiT expects conditioning (B, T, {self.cfg.cond_dim}) from a UniFusion "
+                                 f"pooler, found {found}.")
+
+    # -- forward --------------------------------------------------------------------------------
+    def forward(self, x, timesteps, context=None, attention_mask=None, transformer_options=None, control=None, **kw):
+        """x (B, C, h, w), timesteps (B,) = sigma * multiplier, context (B, Tc, cond_dim),
+        attention_mask (B, Tc) (1 = real token) -> predicted velocity (B, C, h, w)."""
+        self._check_input(x, context)
+        B, C, h, w = x.shape
+        p = self.cfg.patch_size
+        gh, gw = h // p, w // p
+        if context.shape[0] != B:  # one condition for a batch of latents
+            context = context.expand(B, -1, -1)
+        cond_mask = (torch.ones(context.shape[:2], dtype=torch.bool, device=x.device) if attention_mask is None
+                     else (attention_mask.to(x.device) > 0.5).expand(B, -1))  # (B, Tc)
+        # 1. embed latent patches and the timestep
+        img = rearrange(x, "b c (h p) (w q) -> b (h w) (c p q)", p=p, q=p)  # (B, N, C*p*p)
+        img = self.x_embed(img.to(self.x_embed.weight.dtype if self.dtype is None else x.dtype))  # (B, N, D)
+        c = self.t_embed(timestep_embedding(timesteps.expand(B), self.cfg.time_freq_dim).to(img.dtype))  # (B, D)
+        # 2. refine the condition tokens (bidirectional, 1-D RoPE, padding masked)
+        Tc = context.shape[1]
+        rope = rope_angles(self._positions(cond_mask, gh, gw), self.cfg.axes_dims, self.cfg.rope_theta)
+        cond = self.refiner(context.to(img.dtype), rope[:, :, :Tc], key_padding_bias(cond_mask, img.dtype),
+                            self.attn_fn)  # (B, Tc, D)
+        # 3. joint single-stream blocks over [condition ; latent]
+        seq = torch.cat([cond, img], dim=1)  # (B, S, D)
+        full_mask = torch.cat([cond_mask, torch.ones(B, gh * gw, dtype=torch.bool, device=x.device)], dim=1)
+        bias = key_padding_bias(full_mask, seq.dtype)  # (B, 1, 1, S) or None
+        for block in self.blocks:
+            if self.gradient_checkpointing and self.training:
+                seq = checkpoint(block, seq, c, rope, bias, self.attn_fn, use_reentrant=False)
+            else:
+                seq = block(seq, c, rope, bias, self.attn_fn)
+        # 4. modulated output layer on the latent tokens, then unpatchify
+        shift, scale = self.adaLN_out(F.silu(c))[:, None].chunk(2, dim=-1)  # 2 x (B, 1, D)
+        out = self.proj_out(self.norm_out(seq[:, Tc:]) * (1 + scale) + shift)  # (B, N, C*p*p)
+        return rearrange(out, "b (h w) (c p q) -> b c (h p) (w q)", h=gh, w=gw, p=p, q=p)  # (B, C, h, w)

@@ -1,0 +1,36 @@
+"""Latent formats: how a UniFusion checkpoint's model space relates to images (ComfyUI-compatible).
+
+``flux16``: FLUX.1 VAE latents (B, 16, H/8, W/8). ComfyUI keeps raw VAE latents in LATENT and the
+sampler applies ``process_in`` = (raw - 0.1159) * 0.3611 before the model; the DiT works in that space.
+``pixel``: RGB pixels in model space [-1, 1] (B, 3, H, W); ComfyUI's pixel_space VAE turns IMAGE 0..1
+into that range on encode and back on decode.
+"""
+from __future__ import annotations
+
+import torch
+
+FLUX_SHIFT, FLUX_SCALE = 0.1159, 0.3611
+
+
+def process_in(raw: torch.Tensor, latent_format: str) -> torch.Tensor:
+    """Raw latent (what VAEDecode consumes) -> DiT model space."""
+    return (raw - FLUX_SHIFT) * FLUX_SCALE if latent_format == "flux16" else raw
+
+
+def process_out(z: torch.Tensor, latent_format: str) -> torch.Tensor:
+    """DiT model space -> raw latent."""
+    return z / FLUX_SCALE + FLUX_SHIFT if latent_format == "flux16" else z
+
+
+def downscale(latent_format: str) -> int:
+    return 8 if latent_format == "flux16" else 1
+
+
+def pixels_to_image(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [-1, 1] -> ComfyUI IMAGE (B, H, W, 3) in [0, 1]."""
+    return ((x.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1)
+
+
+def image_to_pixels(img: torch.Tensor) -> torch.Tensor:
+    """ComfyUI IMAGE (B, H, W, 3) in [0, 1] -> (B, 3, H, W) in [-1, 1]."""
+    return img[..., :3].permute(0, 3, 1, 2) * 2 - 1
