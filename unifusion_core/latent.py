@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import torch
 
-FLUX_SHIFT, FLUX_SCALE = 0.1159, 0.3611
+from .vae import flux_process_in, flux_process_out
 
 
 def process_in(raw: torch.Tensor, latent_format: str) -> torch.Tensor:
     """Raw latent (what VAEDecode consumes) -> DiT model space."""
-    return (raw - FLUX_SHIFT) * FLUX_SCALE if latent_format == "flux16" else raw
+    return flux_process_in(raw) if latent_format == "flux16" else raw
 
 
 def process_out(z: torch.Tensor, latent_format: str) -> torch.Tensor:
     """DiT model space -> raw latent."""
-    return z / FLUX_SCALE + FLUX_SHIFT if latent_format == "flux16" else z
+    return flux_process_out(z) if latent_format == "flux16" else z
 
 
 def downscale(latent_format: str) -> int:

@@ -105,10 +105,7 @@ class UniFusionPipeline:
         raw = latent.process_out(z.float(), self.cfg.sampling.latent_format)
         if self.cfg.sampling.latent_format == "pixel":
             return latent.pixels_to_image(raw)
-        from .vae import decode_to_image
-
-        vparam = next(self.vae.parameters())
-        return decode_to_image(self.vae, raw.to(vparam.device, vparam.dtype)).float()
+        return self.vae.decode_to_image(raw)
 
     def __call__(self, req: Request, callback=None):
         """Text-to-image when ``req.images`` is empty, otherwise editing / multi-reference."""
