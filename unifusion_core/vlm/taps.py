@@ -1,0 +1,67 @@
+"""Capture the selected decoder layers with forward hooks and stop the forward after the deepest.
+
+Only the tapped layers are kept (no ``output_hidden_states``), and the blocks above the deepest tap,
+the final norm and the LM head never run, so extraction costs at most one plain forward.
+
+Legend: Lv VLM layers tapped, T tokens, Dv VLM width.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+
+class _StopForward(Exception):
+    """Raised by the deepest tap to end the forward early; never escapes ``LayerTap.run``."""
+
+
+class LayerTap:
+    """Hooks on ``blocks`` (the decoder ModuleList) capturing layer indices ``layers``.
+
+    Index 0 is the input of block 1 (the embedding output); index k the output of block k.
+    """
+
+    def __init__(self, blocks: torch.nn.ModuleList, layers: tuple[int, ...]):
+        self.blocks, self.layers = blocks, tuple(layers)
+        self.deepest = max(self.layers)
+        self.captured: dict[int, torch.Tensor] = {}
+
+    def run(self, forward: Callable[[], object]) -> torch.Tensor:
+        """Call ``forward`` with the hooks in place; return (Lv, B, T, Dv) in ``layers`` order."""
+        self.captured = {}
+        handles = self._register()
+        try:
+            forward()
+        except _StopForward:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        missing = [k for k in self.layers if k not in self.captured]
+        if missing:
+            raise RuntimeError(f"The forward never reached layers {missing}.")
+        return torch.stack([self.captured[k] for k in self.layers])  # (Lv, B, T, Dv)
+
+    def _register(self) -> list:
+        handles = []
+        if 0 in self.layers:
+            handles.append(self.blocks[0].register_forward_pre_hook(self._embedding_hook,
+                                                                    with_kwargs=True))
+        for k in self.layers:
+            if k > 0:
+                handles.append(self.blocks[k - 1].register_forward_hook(self._block_hook(k)))
+        return handles
+
+    def _keep(self, k: int, hidden: torch.Tensor) -> None:
+        self.captured[k] = hidden
+        if k == self.deepest:
+            raise _StopForward
+
+    def _embedding_hook(self, module, args, kwargs):
+        self._keep(0, args[0] if args else kwargs["hidden_states"])
+
+    def _block_hook(self, k: int):
+        def hook(module, args, output):
+            self._keep(k, output[0] if isinstance(output, (tuple, list)) else output)
+        return hook
