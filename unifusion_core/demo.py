@@ -15,12 +15,10 @@ import torch
 log = logging.getLogger(__name__)
 
 
-def _untrained_checkpoint(vlm_dir: Path, out: Path, seed: int = 0) -> Path:
+def _untrained_checkpoint(ident: dict, out: Path, seed: int = 0) -> Path:
     from .checkpoint import build_modules, save_checkpoint
     from .config import UniFusionConfig, VLMSpec
-    from .vlm import load_vlm
 
-    ident = load_vlm(vlm_dir).identity
     spec = VLMSpec(architecture=ident["architecture"], num_layers=ident["num_layers"],
                    hidden_size=ident["hidden_size"], layers=tuple(range(1, ident["num_layers"] + 1)), name="tiny-demo")
     cfg = UniFusionConfig.preset("toy", spec)
@@ -39,13 +37,14 @@ def _untrained_checkpoint(vlm_dir: Path, out: Path, seed: int = 0) -> Path:
 def run_demo(out: Path, size: int = 64) -> int:
     from .cli import _save_images
     from .pipeline import Request, UniFusionPipeline
-    from .vlm import build_tiny_vlm
+    from .vlm import build_tiny_vlm, load_vlm
 
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     vlm_dir = build_tiny_vlm("qwen2_5_vl", out / "tiny_vlm", seed=0)
-    ckpt = _untrained_checkpoint(vlm_dir, out / "untrained_toy.safetensors")
-    pipe = UniFusionPipeline.from_files(ckpt, vlm_dir)
+    vlm = load_vlm(vlm_dir)
+    ckpt = _untrained_checkpoint(vlm.identity, out / "untrained_toy.safetensors")
+    pipe = UniFusionPipeline.from_files(ckpt, vlm)
     print("NOTE: this demo model is UNTRAINED (random weights); it shows the pipeline runs end to end, "
           "not image quality. A trained demo model replaces it in a later release.")
     jobs = [("t2i", Request("a red circle on a blue background", width=size, height=size, seed=1), []),

@@ -22,10 +22,6 @@ def process_out(z: torch.Tensor, latent_format: str) -> torch.Tensor:
     return flux_process_out(z) if latent_format == "flux16" else z
 
 
-def downscale(latent_format: str) -> int:
-    return 8 if latent_format == "flux16" else 1
-
-
 def pixels_to_image(x: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) in [-1, 1] -> ComfyUI IMAGE (B, H, W, 3) in [0, 1]."""
     return ((x.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1)

@@ -85,7 +85,8 @@ class UniFusionPipeline:
     def sample(self, cond, mask, *, width, height, seed=0, steps=None, cfg=None, batch=1, callback=None):
         """Condition (1 or B, T, D) -> images (B, H, W, 3) in 0..1."""
         s = self.cfg.sampling
-        down, p = latent.downscale(s.latent_format), self.cfg.dit.patch_size
+        down = self.vae.downscale if s.latent_format == "flux16" else 1  # 8 for the real FLUX.1 VAE
+        p = self.cfg.dit.patch_size
         if width % (down * p) or height % (down * p):
             raise UniFusionError(f"width and height must be multiples of {down * p} for this checkpoint, "
                                  f"found {width}x{height}.")
