@@ -129,3 +129,15 @@ def test_bad_inputs_are_one_sentence():
         dit(torch.randn(1, 16, 16, 16), torch.tensor([0.5]), torch.randn(1, 3, cfg.dit.cond_dim))
     with pytest.raises(UniFusionError, match="conditioning"):
         dit(torch.randn(1, 3, 16, 16), torch.tensor([0.5]), torch.randn(1, 3, 7))
+
+
+def test_refining_once_equals_refining_every_call():
+    cfg, _, dit = tiny_modules()
+    randomize_(dit)
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([0.2, 0.7])
+    ctx, mask = torch.randn(2, 5, cfg.dit.cond_dim), torch.tensor([[1] * 5, [1] * 3 + [0] * 2], dtype=torch.bool)
+    refined = dit.refine(ctx, mask)
+    assert refined.shape == (2, 5, cfg.dit.hidden_size)
+    torch.testing.assert_close(dit(x, t, attention_mask=mask, refined_context=refined), dit(x, t, ctx, mask))
+    with pytest.raises(UniFusionError, match=f"\\(B, T, {cfg.dit.hidden_size}\\)"):
+        dit(x, t, attention_mask=mask, refined_context=torch.randn(2, 5, 7))

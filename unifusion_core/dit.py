@@ -74,50 +74,77 @@ class UniFusionDiT(nn.Module):
             nn.init.zeros_(m.bias)
 
     # -- positions ------------------------------------------------------------------------------
-    def _positions(self, cond_mask, gh, gw):
-        """cond_mask (B, Tc) bool -> RoPE positions (B, Tc + gh*gw, 3)."""
-        B, Tc = cond_mask.shape
-        dev = cond_mask.device
-        cond = torch.zeros(B, Tc, 3, device=dev)
-        cond[..., 0] = torch.arange(Tc, device=dev)  # 1-D for condition tokens
-        rows, cols = torch.meshgrid(torch.arange(gh, device=dev), torch.arange(gw, device=dev), indexing="ij")
-        img = torch.stack([torch.zeros_like(rows), rows, cols], dim=-1).flatten(0, 1).float()  # (N, 3)
-        img = img[None].repeat(B, 1, 1)  # (B, N, 3)
-        img[..., 0] = cond_mask.sum(1, keepdim=True).float()  # latent after the real condition tokens
-        return torch.cat([cond, img], dim=1)  # (B, S, 3)
+    @staticmethod
+    def _cond_positions(B, Tc, device):
+        """Condition token i sits at (i, 0, 0): (B, Tc, 3)."""
+        pos = torch.zeros(B, Tc, 3, device=device)
+        pos[..., 0] = torch.arange(Tc, device=device)
+        return pos
 
-    def _check_input(self, x, context):
+    @staticmethod
+    def _latent_positions(cond_mask, gh, gw):
+        """Patch (r, c) sits at (n_c, r, c), n_c = the sample's real condition tokens: (B, gh*gw, 3)."""
+        dev = cond_mask.device
+        rows, cols = torch.meshgrid(torch.arange(gh, device=dev), torch.arange(gw, device=dev), indexing="ij")
+        pos = torch.stack([torch.zeros_like(rows), rows, cols], dim=-1).flatten(0, 1).float()  # (N, 3)
+        pos = pos[None].repeat(cond_mask.shape[0], 1, 1)  # (B, N, 3)
+        pos[..., 0] = cond_mask.sum(1, keepdim=True).float()
+        return pos
+
+    def _keep_mask(self, attention_mask, context, B):
+        """ComfyUI hands masks as bool, int or float (cast to the compute dtype): -> (B, Tc) bool."""
+        if attention_mask is None:
+            return torch.ones(B, context.shape[1], dtype=torch.bool, device=context.device)
+        return (attention_mask.to(context.device) > 0.5).expand(B, -1)
+
+    def _check_input(self, x, context, width):
         p, C = self.cfg.patch_size, self.cfg.in_channels
         if x.ndim != 4 or x.shape[1] != C or x.shape[2] % p or x.shape[3] % p:
             raise UniFusionError(f"the DiT expects latents (B, {C}, h, w) with h and w multiples of {p}, "
                                  f"found {tuple(x.shape)}.")
-        if context is None or context.ndim != 3 or context.shape[-1] != self.cfg.cond_dim:
+        if context is None or context.ndim != 3 or context.shape[-1] != width:
             found = None if context is None else tuple(context.shape)
-            raise UniFusionError(f"the DiT expects conditioning (B, T, {self.cfg.cond_dim}) from a UniFusion "
+            raise UniFusionError(f"the DiT expects conditioning (B, T, {width}) from a UniFusion "
                                  f"pooler, found {found}.")
 
+    def _compute_dtype(self, x):
+        return self.x_embed.weight.dtype if self.dtype is None else x.dtype  # in ComfyUI, x is cast already
+
     # -- forward --------------------------------------------------------------------------------
-    def forward(self, x, timesteps, context=None, attention_mask=None, transformer_options=None, control=None, **kw):
+    def refine(self, context, attention_mask=None, dtype=None):
+        """context (B, Tc, cond_dim) -> refined condition tokens (B, Tc, D).
+
+        Independent of the timestep, so a sampler may run it once and pass ``refined_context``.
+        """
+        B, Tc = context.shape[:2]
+        cond_mask = self._keep_mask(attention_mask, context, B)
+        dtype = dtype or self.x_embed.weight.dtype
+        rope = rope_angles(self._cond_positions(B, Tc, context.device), self.cfg.axes_dims, self.cfg.rope_theta)
+        return self.refiner(context.to(dtype), rope, key_padding_bias(cond_mask, dtype), self.attn_fn)
+
+    def forward(self, x, timesteps, context=None, attention_mask=None, transformer_options=None, control=None,
+                refined_context=None, **kw):
         """x (B, C, h, w), timesteps (B,) = sigma * multiplier, context (B, Tc, cond_dim),
-        attention_mask (B, Tc) (1 = real token) -> predicted velocity (B, C, h, w)."""
-        self._check_input(x, context)
+        attention_mask (B, Tc) (1 = real token) -> predicted velocity (B, C, h, w).
+        ``refined_context`` (B, Tc, D), from ``refine``, skips the refiner."""
+        ctx = context if refined_context is None else refined_context
+        self._check_input(x, ctx, self.cfg.cond_dim if refined_context is None else self.cfg.hidden_size)
         B, C, h, w = x.shape
         p = self.cfg.patch_size
         gh, gw = h // p, w // p
-        if context.shape[0] != B:  # one condition for a batch of latents
-            context = context.expand(B, -1, -1)
-        cond_mask = (torch.ones(context.shape[:2], dtype=torch.bool, device=x.device) if attention_mask is None
-                     else (attention_mask.to(x.device) > 0.5).expand(B, -1))  # (B, Tc)
+        if ctx.shape[0] != B:  # one condition for a batch of latents
+            ctx = ctx.expand(B, -1, -1)
+        cond_mask = self._keep_mask(attention_mask, ctx, B)  # (B, Tc)
+        Tc = ctx.shape[1]
         # 1. embed latent patches and the timestep
         img = rearrange(x, "b c (h p) (w q) -> b (h w) (c p q)", p=p, q=p)  # (B, N, C*p*p)
-        img = self.x_embed(img.to(self.x_embed.weight.dtype if self.dtype is None else x.dtype))  # (B, N, D)
+        img = self.x_embed(img.to(self._compute_dtype(x)))  # (B, N, D)
         c = self.t_embed(timestep_embedding(timesteps.expand(B), self.cfg.time_freq_dim).to(img.dtype))  # (B, D)
-        # 2. refine the condition tokens (bidirectional, 1-D RoPE, padding masked)
-        Tc = context.shape[1]
-        rope = rope_angles(self._positions(cond_mask, gh, gw), self.cfg.axes_dims, self.cfg.rope_theta)
-        cond = self.refiner(context.to(img.dtype), rope[:, :, :Tc], key_padding_bias(cond_mask, img.dtype),
-                            self.attn_fn)  # (B, Tc, D)
+        # 2. refine the condition tokens (bidirectional, 1-D RoPE, padding masked), unless done already
+        cond = (self.refine(ctx, cond_mask, img.dtype) if refined_context is None else ctx.to(img.dtype))  # (B, Tc, D)
         # 3. joint single-stream blocks over [condition ; latent]
+        pos = torch.cat([self._cond_positions(B, Tc, x.device), self._latent_positions(cond_mask, gh, gw)], dim=1)
+        rope = rope_angles(pos, self.cfg.axes_dims, self.cfg.rope_theta)  # (B, 1, S, Dh/2, 2)
         seq = torch.cat([cond, img], dim=1)  # (B, S, D)
         full_mask = torch.cat([cond_mask, torch.ones(B, gh * gw, dtype=torch.bool, device=x.device)], dim=1)
         bias = key_padding_bias(full_mask, seq.dtype)  # (B, 1, 1, S) or None

@@ -98,7 +98,13 @@ class UniFusionPipeline:
         cond = cond.to(param.dtype).expand(batch, -1, -1)
         mask = mask.expand(batch, -1)
         sigmas = flow.comfy_simple_sigmas(steps or s.steps, s.shift, s.multiplier).to(param.device, param.dtype)
-        z = flow.euler_sample(self.dit, noise, sigmas, cond, mask, torch.zeros_like(cond), mask,
+        # the refiner does not depend on the timestep: refine positive and negative once, not every step
+        refined, refined_null = self.dit.refine(cond, mask), self.dit.refine(torch.zeros_like(cond), mask)
+
+        def model(x, t, ctx, m):
+            return self.dit(x, t, attention_mask=m, refined_context=ctx)
+
+        z = flow.euler_sample(model, noise, sigmas, refined, mask, refined_null, mask,
                               cfg=s.cfg if cfg is None else cfg, multiplier=s.multiplier, callback=callback)
         return self.decode(z)
 
