@@ -5,7 +5,10 @@ PY := $(VENV)/bin/python
 FIND_LINKS := $(shell [ -d /opt/wheels ] && echo --find-links /opt/wheels)
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench clean
+VENV457 ?= .venv457
+PY457 := $(VENV457)/bin/python
+
+.PHONY: test test-compat demo bench clean
 
 $(STAMP): requirements.txt requirements-test.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -16,6 +19,16 @@ $(STAMP): requirements.txt requirements-test.txt
 test: $(STAMP)
 	$(PY) -m pytest -q -rs tests
 
+# the VLM backends and the pipeline on the oldest supported transformers (4.57)
+$(VENV457)/.installed: requirements.txt requirements-test.txt
+	test -x $(PY457) || python3 -m venv $(VENV457)
+	$(PY457) -c "import torch" 2>/dev/null || $(PY457) -m pip install -q $(FIND_LINKS) torch==2.13.0
+	$(PY457) -m pip install -q $(FIND_LINKS) -r requirements.txt -r requirements-test.txt "transformers==4.57.*"
+	touch $@
+
+test-compat: $(VENV457)/.installed
+	$(PY457) -m pytest -q -rs tests/test_vlm_families.py tests/test_vlm_layers.py tests/test_vlm_loader.py tests/test_pipeline.py
+
 demo: $(STAMP)
 	$(PY) -m unifusion_core demo --out demo_out
 
@@ -23,4 +36,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_core.py
 
 clean:
-	rm -rf $(VENV) demo_out
+	rm -rf $(VENV) $(VENV457) demo_out
