@@ -1,7 +1,8 @@
 """ComfyUI adapter layer (V3 API). Only this package imports ComfyUI; no model math lives here.
 
-The node list is empty until the node suite lands; ``comfy_entrypoint`` exists whenever ComfyUI's
-``comfy_api.latest`` can be imported, and importing this package never fails without ComfyUI.
+``comfy_entrypoint`` exists whenever ComfyUI's ``comfy_api.latest`` can be imported; without ComfyUI
+``NODE_CLASSES`` stays empty and importing this package never fails. A missing ``transformers`` only
+makes the VLM nodes say what to install when they run.
 """
 from __future__ import annotations
 
@@ -17,10 +18,18 @@ except ImportError:  # no ComfyUI (tests, CLI): nothing to register
     ComfyExtension = None
 
 if ComfyExtension is not None:
+    from .encode import UniFusionEncode, UniFusionImageList, UniFusionLAPConditioning, UniFusionVLMFeatures
+    from .inspector import UniFusionLayerInspector
+    from .loaders import UniFusionCheckpointLoader, UniFusionVLMLoader
+    from .paths import register_folders
+
+    NODE_CLASSES.extend([UniFusionVLMLoader, UniFusionCheckpointLoader, UniFusionVLMFeatures, UniFusionImageList,
+                         UniFusionLAPConditioning, UniFusionEncode, UniFusionLayerInspector])
 
     class UniFusionExtension(ComfyExtension):
         async def get_node_list(self):
             return list(NODE_CLASSES)
 
     async def comfy_entrypoint() -> "UniFusionExtension":
+        register_folders()
         return UniFusionExtension()

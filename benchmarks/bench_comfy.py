@@ -1,0 +1,191 @@
+"""UniFusion inside a real ComfyUI, measured side by side in one run (needs COMFYUI_PATH).
+
+    COMFYUI_PATH=/path/to/ComfyUI /path/to/ComfyUI/python benchmarks/bench_comfy.py [--size 256 --steps 10]
+
+Run it with ComfyUI's interpreter. Prints the machine first, then one line per figure:
+1. comfy_sampling_vs_core_forward: KSampler euler/simple with CFG (ComfyUI's MODEL: comfy.ops layers,
+   the host's optimized attention, its sampler loop) / the bare core DiT forward (torch.nn, SDPA) on
+   the same batch [cond; uncond] for the same number of steps. Also with ComfyUI's SDPA attention,
+   to separate the attention-kernel choice of the host from the integration's overhead.
+2. peak_t2i_vs_vlm_plus_dit: peak device memory of VLM encode -> LAP -> sampling (through the pack's
+   node code and ComfyUI's model management, with the VRAM budget capped to fit one model) / (VLM
+   bytes + DiT bytes). CUDA only: on a CPU the offload device is the load device.
+Exits 0 even when a goal is missed.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COMFY = os.environ.get("COMFYUI_PATH")
+PACK = "unifusion_bench_pack"
+
+
+def boot_comfy():
+    """Import ComfyUI in-process (CPU mode when there is no CUDA) and this repo as its pack package."""
+    sys.path.insert(0, COMFY)
+    import torch
+    from comfy.cli_args import args
+
+    args.cpu = not torch.cuda.is_available()
+    spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[PACK] = mod
+    spec.loader.exec_module(mod)
+
+
+def machine(torch) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"machine: {cpu}, {torch.get_num_threads()} torch threads, {gpu}, torch {torch.__version__}"
+
+
+def bench_files(tmp: Path, width: int, depth: int):
+    """A tiny VLM folder and a flux16 checkpoint for it with a DiT of the given width/depth."""
+    from_core = lambda name: importlib.import_module(f"{PACK}.unifusion_core.{name}")  # noqa: E731
+    vlm_mod, cfg_mod, ckpt_mod = from_core("vlm"), from_core("config"), from_core("checkpoint")
+    vlm_dir = vlm_mod.build_tiny_vlm("qwen2_5_vl", tmp / "vlm")
+    ident = vlm_mod.load_vlm(vlm_dir).identity
+    spec = cfg_mod.VLMSpec(ident["architecture"], ident["num_layers"], ident["hidden_size"], (1, 2, 3, 4))
+    cfg = cfg_mod.UniFusionConfig.preset("tiny", spec)
+    heads = width // 64
+    dit = replace(cfg.dit, in_channels=16, patch_size=2, hidden_size=width, num_heads=heads, depth=depth,
+                  axes_dims=(16, 24, 24))
+    cfg = replace(cfg, dit=dit, sampling=replace(cfg.sampling, latent_format="flux16", shift=3.0))
+    pooler, model = ckpt_mod.build_modules(cfg)
+    pooler.init_weights()
+    model.init_weights()
+    path = tmp / "bench.safetensors"
+    ckpt_mod.save_checkpoint(path, cfg, pooler, model)
+    return vlm_dir, path, cfg
+
+
+def best_of(fn, repeat=3):
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def bench_sampling(torch, path, cfg, size, steps, tokens=77):
+    import comfy.ldm.modules.attention as attention
+    import comfy.model_management as mm
+    import comfy.sample
+
+    comfy_model = importlib.import_module(f"{PACK}.nodes.comfy_model")
+    ckpt_mod = importlib.import_module(f"{PACK}.unifusion_core.checkpoint")
+    flow = importlib.import_module(f"{PACK}.unifusion_core.flow")
+    patcher, _ = comfy_model.load_unifusion(str(path))
+    dev = mm.get_torch_device()
+    g = torch.Generator().manual_seed(0)
+    cond = torch.randn(1, tokens, cfg.dit.cond_dim, generator=g)
+    mask = torch.ones(1, tokens)
+    pos, neg = [[cond, {"attention_mask": mask}]], [[torch.zeros_like(cond), {"attention_mask": mask}]]
+    latent = torch.zeros(1, 16, size // 8, size // 8)
+    noise = comfy.sample.prepare_noise(latent, 0)
+
+    def comfy_run():
+        comfy.sample.sample(patcher, noise, steps, 4.0, "euler", "simple", pos, neg, latent, disable_pbar=True)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    _, _, core_dit = ckpt_mod.load_modules(path, device=dev, dtype=patcher.model.get_dtype())
+    x = torch.randn(2, 16, size // 8, size // 8, device=dev, dtype=patcher.model.get_dtype())
+    ctx = torch.cat([cond, torch.zeros_like(cond)]).to(dev, x.dtype)
+    msk = torch.ones(2, tokens, device=dev)
+    sig = flow.comfy_simple_sigmas(steps, cfg.sampling.shift, cfg.sampling.multiplier)
+
+    def core_run():
+        for s in sig[:-1]:
+            core_dit(x, torch.full((2,), float(s) * cfg.sampling.multiplier, device=dev), ctx, msk)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    with torch.inference_mode():
+        t_core = best_of(core_run)
+        t_comfy = best_of(comfy_run)
+        patcher.model.diffusion_model.attn_fn = attention.attention_pytorch
+        t_comfy_sdpa = best_of(comfy_run)
+    host_attn = attention.optimized_attention.__name__
+    print(f"comfy_sampling_vs_core_forward = {t_comfy / t_core:.3f}x  (goal <= 1.03x)  "
+          f"[{t_comfy:.3f}s vs {t_core:.3f}s, {steps} steps, {size}px, host attention {host_attn}]")
+    print(f"comfy_sampling_sdpa_vs_core_forward = {t_comfy_sdpa / t_core:.3f}x  (goal <= 1.03x)  "
+          f"[{t_comfy_sdpa:.3f}s; ComfyUI's attention_pytorch, i.e. the same kernel as the core]")
+
+
+def bench_memory(torch, vlm_dir, path, size, steps):
+    if not torch.cuda.is_available():
+        print("peak_t2i_vs_vlm_plus_dit = n/a  (goal <= 0.6)  [needs CUDA: on a CPU the offload device is the "
+              "load device, so offloading frees nothing]")
+        return
+    import comfy.model_management as mm
+    import comfy.sample
+
+    loaders = importlib.import_module(f"{PACK}.nodes.loaders")
+    encode = importlib.import_module(f"{PACK}.nodes.encode")
+    comfy_model = importlib.import_module(f"{PACK}.nodes.comfy_model")
+    paths = importlib.import_module(f"{PACK}.nodes.paths")
+    paths.vlm_path = lambda name: str(vlm_dir)  # the bench VLM is not under models/
+    vlm = loaders.UniFusionVLMLoader.execute("bench").args[0]
+    model, pooler = comfy_model.load_unifusion(str(path))
+    vlm_bytes, dit_bytes = vlm.patcher.model_size(), model.model_size()
+    dev = mm.get_torch_device()
+    total = mm.get_total_memory(dev)
+    mm.EXTRA_RESERVED_VRAM = max(0, total - int(1.25 * max(vlm_bytes, dit_bytes)) - 2 * 1024 ** 3)
+    mm.unload_all_models()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    with torch.inference_mode():
+        feats = encode.extract_features(vlm, "a red fox in the snow", "", None, None, (), pooler.config.vlm.layers)
+        pos = encode.pool_condition(pooler, feats)
+        neg = [[torch.zeros_like(pos[0][0]), dict(pos[0][1])]]
+        latent = torch.zeros(1, 16, size // 8, size // 8)
+        comfy.sample.sample(model, comfy.sample.prepare_noise(latent, 0), steps, 4.0, "euler", "simple", pos, neg,
+                            latent, disable_pbar=True)
+    peak = torch.cuda.max_memory_allocated() - base
+    print(f"peak_t2i_vs_vlm_plus_dit = {peak / (vlm_bytes + dit_bytes):.3f}  (goal <= 0.6)  "
+          f"[peak {peak / 2**20:.0f} MiB, VLM {vlm_bytes / 2**20:.0f} MiB, DiT {dit_bytes / 2**20:.0f} MiB]")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", type=int, default=0, help="image side in pixels (default 256 on CPU, 1024 on CUDA)")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--width", type=int, default=0, help="DiT width (default 384 on CPU, 2048 on CUDA)")
+    p.add_argument("--depth", type=int, default=0, help="DiT depth (default 6 on CPU, 16 on CUDA)")
+    a = p.parse_args(argv)
+    if not COMFY:
+        print("COMFYUI_PATH is not set: bench_comfy.py measures UniFusion inside a ComfyUI checkout; nothing run.")
+        return 0
+    import torch
+
+    boot_comfy()
+    cuda = torch.cuda.is_available()
+    size, width, depth = (a.size or (1024 if cuda else 256), a.width or (2048 if cuda else 384),
+                          a.depth or (16 if cuda else 6))
+    print(machine(torch))
+    with tempfile.TemporaryDirectory() as tmp:
+        vlm_dir, path, cfg = bench_files(Path(tmp), width, depth)
+        bench_sampling(torch, path, cfg, size, a.steps)
+        bench_memory(torch, vlm_dir, path, size, a.steps)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""Maintainer tool: writes the UI-format workflows/*.json (listed by ComfyUI's template browser) and their
+API-format twins workflows/api/*.json (not listed: the browser globs only workflows/*.json) from the
+graphs below, using a running ComfyUI's /object_info for widget order and socket types.
+
+    python tests/integration/build_workflows.py http://127.0.0.1:8188
+
+Model file names are placeholders (see README "Workflows"); the integration tests swap in fixtures.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from workflow_format import has_control, is_widget  # noqa: E402
+
+OUT = Path(__file__).resolve().parents[2] / "workflows"
+VLM, CKPT, VAE = "Qwen2.5-VL-7B-Instruct", "unifusion_flux16.safetensors", "ae.safetensors"
+REF1, REF2 = "unifusion_ref1.png", "unifusion_ref2.png"
+
+
+def n(cls, title=None, **inputs):
+    return {"class_type": cls, "inputs": inputs, "_meta": {"title": title or cls}}
+
+
+def loaders():
+    return {"1": n("UniFusionVLMLoader", vlm_folder=VLM, dtype="auto", device="default", attention="auto",
+                   trust_remote_code=False),
+            "2": n("UniFusionCheckpointLoader", checkpoint=CKPT, weight_dtype="default"),
+            "8": n("VAELoader", vae_name=VAE)}
+
+
+def encode(fid, cid, zid, text, image=None, more=None):
+    feats = dict(vlm=["1", 0], instruction=text, system_prompt="")
+    if image:
+        feats["image"] = image
+    if more:
+        feats["more_images"] = more
+    feats.update(max_pixels=0, max_tiles=0, layers="", pooler=["2", 1])
+    return {fid: n("UniFusionVLMFeatures", **feats),
+            cid: n("UniFusionLAPConditioning", pooler=["2", 1], features=[fid, 0], tokens="image + instruction"),
+            zid: n("ConditioningZeroOut", "Negative (null condition)", conditioning=[cid, 0])}
+
+
+def sample(kid, lid, did, sid, pos, neg, seed, prefix):
+    return {lid: n("EmptySD3LatentImage", width=1024, height=1024, batch_size=1),
+            kid: n("KSampler", model=["2", 0], seed=seed, steps=28, cfg=4.0, sampler_name="euler",
+                   scheduler="simple", positive=pos, negative=neg, latent_image=[lid, 0], denoise=1.0),
+            did: n("VAEDecode", samples=[kid, 0], vae=["8", 0]),
+            sid: n("SaveImage", images=[did, 0], filename_prefix=prefix)}
+
+
+def t2i():
+    g = {**loaders(), **encode("3", "4", "5", "a red fox sitting in fresh snow, golden hour, photo")}
+    g.update(sample("7", "6", "9", "10", ["4", 0], ["5", 0], 42, "UniFusion/t2i"))
+    g["11"] = n("UniFusionLayerInspector", pooler=["2", 1], features=["3", 0])
+    g["12"] = n("PreviewImage", images=["11", 0])
+    return g
+
+
+def edit():
+    g = {**loaders(), "11": n("LoadImage", image=REF1)}
+    g.update(encode("3", "4", "5", "make it winter: snow on the ground, overcast sky", image=["11", 0]))
+    g.update(sample("7", "6", "9", "10", ["4", 0], ["5", 0], 42, "UniFusion/edit"))
+    return g
+
+
+def compose():
+    g = {**loaders(), "11": n("LoadImage", image=REF1), "12": n("LoadImage", image=REF2),
+         "13": n("UniFusionImageList", "Second reference", image=["12", 0], max_pixels=0, max_tiles=0)}
+    g.update(encode("3", "4", "5", "put the animal from picture 1 into the landscape of picture 2",
+                    image=["11", 0], more=["13", 0]))
+    g.update(sample("7", "6", "9", "10", ["4", 0], ["5", 0], 42, "UniFusion/compose"))
+    return g
+
+
+def chain():
+    g = {**loaders(), "11": n("LoadImage", image=REF1)}
+    g.update(encode("3", "4", "5", "make it winter: snow on the ground", image=["11", 0]))
+    g.update(sample("7", "6", "9", "10", ["4", 0], ["5", 0], 42, "UniFusion/chain_step1"))
+    g.update(encode("13", "14", "15", "now add a small wooden cabin on the left", image=["9", 0]))
+    g.update(sample("17", "16", "19", "20", ["14", 0], ["15", 0], 43, "UniFusion/chain_step2"))
+    return g
+
+
+def t2i_custom_sampler():
+    g = {**loaders(), **encode("3", "4", "5", "a red fox sitting in fresh snow, golden hour, photo")}
+    g.update({
+        "6": n("EmptySD3LatentImage", width=1024, height=1024, batch_size=1),
+        "21": n("ModelSamplingAuraFlow", model=["2", 0], shift=3.0),
+        "22": n("CFGGuider", model=["21", 0], positive=["4", 0], negative=["5", 0], cfg=4.0),
+        "23": n("BasicScheduler", model=["21", 0], scheduler="simple", steps=28, denoise=1.0),
+        "24": n("KSamplerSelect", sampler_name="euler"),
+        "25": n("RandomNoise", noise_seed=42),
+        "7": n("SamplerCustomAdvanced", noise=["25", 0], guider=["22", 0], sampler=["24", 0], sigmas=["23", 0],
+               latent_image=["6", 0]),
+        "9": n("VAEDecode", samples=["7", 0], vae=["8", 0]),
+        "10": n("SaveImage", images=["9", 0], filename_prefix="UniFusion/t2i_custom_sampler"),
+    })
+    return g
+
+
+GRAPHS = {"t2i": t2i, "edit": edit, "compose_two_refs": compose, "chain_two_edits": chain,
+          "t2i_custom_sampler": t2i_custom_sampler}
+
+
+def ordered(api: dict, object_info: dict) -> dict:
+    """Inputs re-ordered to /object_info input order (the twin test relies on it)."""
+    out = {}
+    for nid, node in api.items():
+        info = object_info[node["class_type"]]
+        order = info["input_order"].get("required", []) + info["input_order"].get("optional", [])
+        node = dict(node, inputs={k: node["inputs"][k] for k in order if k in node["inputs"]})
+        out[nid] = node
+    return out
+
+
+def to_ui(api: dict, object_info: dict) -> dict:
+    nodes, links, link_id = [], [], 0
+    out_links: dict = {}
+    ids = sorted(api, key=int)
+    for col, nid in enumerate(ids):
+        node, info = api[nid], object_info[api[nid]["class_type"]]
+        specs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+        inputs, widgets = [], []
+        for name, value in node["inputs"].items():
+            spec = specs[name]
+            if isinstance(value, list):
+                link_id += 1
+                links.append([link_id, int(value[0]), value[1], int(nid), len(inputs), spec[0]])
+                out_links.setdefault((value[0], value[1]), []).append(link_id)
+                inputs.append({"name": name, "type": spec[0], "link": link_id})
+            else:
+                widgets.append(value)
+                if has_control(spec):
+                    widgets.append("fixed")
+        for name, spec in specs.items():  # unconnected optional sockets still show
+            if not is_widget(spec) and name not in node["inputs"]:
+                inputs.append({"name": name, "type": spec[0], "link": None})
+        outputs = [{"name": oname, "type": otype, "slot_index": i, "links": None}
+                   for i, (oname, otype) in enumerate(zip(info["output_name"], info["output"]))]
+        nodes.append({"id": int(nid), "type": node["class_type"], "pos": [60 + 330 * (col % 5), 60 + 420 * (col // 5)],
+                      "size": [300, 160], "flags": {}, "order": col, "mode": 0, "inputs": inputs,
+                      "outputs": outputs, "title": node["_meta"]["title"],
+                      "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": widgets})
+    for node in nodes:
+        for o in node["outputs"]:
+            o["links"] = out_links.get((str(node["id"]), o["slot_index"]), [])
+    return {"id": "00000000-0000-4000-8000-000000000000", "revision": 0, "last_node_id": max(map(int, ids)),
+            "last_link_id": link_id, "nodes": nodes, "links": links, "groups": [], "config": {},
+            "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4}
+
+
+def main(url: str):
+    object_info = json.load(urllib.request.urlopen(url + "/object_info"))
+    (OUT / "api").mkdir(parents=True, exist_ok=True)
+    for name, build in GRAPHS.items():
+        api = ordered(build(), object_info)
+        (OUT / "api" / f"{name}.json").write_text(json.dumps(api, indent=2) + "\n")
+        (OUT / f"{name}.json").write_text(json.dumps(to_ui(api, object_info), indent=2) + "\n")
+        print("wrote", name)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8188")

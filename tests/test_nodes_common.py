@@ -1,0 +1,144 @@
+"""Node-layer code that runs without ComfyUI: errors, folder listing, image lists, the layer plot,
+and the workflow files (each UI file and its API twin describe the same graph)."""
+import importlib
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = ROOT / "workflows"
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+from workflow_format import api_graph_summary, ui_graph_summary  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def pack():
+    """The repo imported as ComfyUI imports it: a package, so nodes/ reaches the core relatively."""
+    name = "ufpack_under_test"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return name
+
+
+@pytest.fixture(scope="module")
+def common(pack):
+    return importlib.import_module(f"{pack}.nodes.common")
+
+
+@pytest.fixture(scope="module")
+def layerviz(pack):
+    return importlib.import_module(f"{pack}.nodes.layerviz")
+
+
+def test_hf_model_dirs(common, tmp_path):
+    a, b = tmp_path / "LLM", tmp_path / "text_encoders"
+    for d in (a / "Qwen3-VL-2B", a / "org" / "Big-Model", a / ".cache" / "x", b / "Qwen2.5-VL-7B"):
+        d.mkdir(parents=True)
+        (d / "config.json").write_text("{}")
+    (a / "loose.safetensors").write_bytes(b"")
+    assert common.hf_model_dirs([str(a), str(b), str(tmp_path / "missing")]) == [
+        "Qwen2.5-VL-7B", "Qwen3-VL-2B", "org/Big-Model"]
+    assert common.resolve_model_dir("org/Big-Model", [str(b), str(a)]) == str(a / "org" / "Big-Model")
+    with pytest.raises(ValueError, match="No VLM folder named 'nope'"):
+        common.resolve_model_dir("nope", [str(a)])
+
+
+def test_user_errors_is_one_sentence_without_chain(common, pack):
+    errors = importlib.import_module(f"{pack}.unifusion_core.errors")
+    with pytest.raises(ValueError) as info:
+        with common.user_errors():
+            raise errors.UniFusionError("the checkpoint expects a 4-layer x 64 VLM, but the given one is 3 x 48.")
+    assert type(info.value) is ValueError and info.value.__suppress_context__
+    assert str(info.value) == "the checkpoint expects a 4-layer x 64 VLM, but the given one is 3 x 48."
+
+
+def test_missing_transformers_message(common, monkeypatch):
+    monkeypatch.setattr(common.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ValueError, match=r"install transformers>=4\.57 \(pip install -r requirements\.txt\)"):
+        common.require_transformers()
+
+
+def test_pack_and_node_helpers_import_without_transformers():
+    code = ("import importlib.abc, importlib.util, sys\n"
+            "class Block(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] == 'transformers': raise ImportError('blocked')\n"
+            "sys.meta_path.insert(0, Block())\n"
+            f"spec = importlib.util.spec_from_file_location('p', r'{ROOT / '__init__.py'}', "
+            f"submodule_search_locations=[r'{ROOT}'])\n"
+            "m = importlib.util.module_from_spec(spec); sys.modules['p'] = m; spec.loader.exec_module(m)\n"
+            "import p.nodes.common, p.nodes.layerviz, p.unifusion_core.vlm\n")
+    subprocess.run([sys.executable, "-c", code], cwd="/", check=True)
+
+
+def test_gather_images_and_details(common):
+    d1, d2 = common.make_detail(4096, 0), common.make_detail(0, 6)
+    assert (d1.max_pixels, d1.max_tiles, d2.max_pixels, d2.max_tiles) == (4096, None, None, 6)
+    batch = torch.rand(2, 8, 8, 3)
+    more = (common.ImageRef(torch.rand(5, 7, 3), d2), common.ImageRef(torch.rand(1, 4, 4, 3)))
+    images, details = common.gather_images(batch, d1, more)
+    assert [tuple(i.shape) for i in images] == [(2, 8, 8, 3), (1, 5, 7, 3), (1, 4, 4, 3)]
+    assert details == [d1, d1, d2, common.ImageDetail()]
+    assert common.gather_images() == ([], [])
+
+
+def test_layer_spec(common):
+    assert common.layer_spec("", (1, 2)) == (1, 2) and common.layer_spec("  ", None) is None
+    assert common.layer_spec(" 4,7 ", None) == "4,7"
+
+
+def _tiny_pooler(pack):
+    config = importlib.import_module(f"{pack}.unifusion_core.config")
+    lap = importlib.import_module(f"{pack}.unifusion_core.lap")
+    torch.manual_seed(0)
+    pooler = lap.build_pooler(config.LAPConfig(in_dim=32, num_layers=3, width=32, heads=2, out_dim=16))
+    pooler.init_weights()
+    return pooler
+
+
+def test_capture_layer_attention_leaves_output_unchanged(layerviz, pack):
+    pooler = _tiny_pooler(pack)
+    hidden, mask = torch.randn(2, 3, 5, 32), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    plain = pooler(hidden, mask)
+    with layerviz.capture_layer_attention(pooler) as maps:
+        captured = pooler(hidden, mask)
+    assert torch.allclose(plain, captured, atol=1e-6)
+    assert len(maps) == 2 and all(m.shape == (3, 3) for m in maps)
+    assert torch.allclose(maps[0].sum(-1), torch.ones(3), atol=1e-5)
+    pooler(hidden, mask)  # hooks are gone afterwards
+    assert len(maps) == 2
+
+
+def test_draw_inspector(layerviz):
+    img = layerviz.draw_inspector(torch.tensor([0.25, -0.1, 0.6]), [4, 7, 10], [torch.eye(3), torch.full((3, 3), 1 / 3)])
+    assert img.ndim == 4 and img.shape[0] == 1 and img.shape[-1] == 3
+    assert 0.0 <= float(img.min()) and float(img.max()) <= 1.0 and float(img.std()) > 0.01
+
+
+WORKFLOW_NAMES = ("t2i", "edit", "compose_two_refs", "chain_two_edits", "t2i_custom_sampler")
+
+
+@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+def test_workflow_twins_describe_the_same_graph(name):
+    ui = json.loads((WORKFLOWS / f"{name}.json").read_text())
+    api = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
+    assert {"nodes", "links", "version"} <= set(ui), "not a UI-format workflow"
+    assert ui_graph_summary(ui) == api_graph_summary(api)
+    for node in ui["nodes"]:  # every link in a node's inputs is listed once in the links table
+        for inp in node.get("inputs", []):
+            if inp["link"] is not None:
+                link = next(l for l in ui["links"] if l[0] == inp["link"])
+                assert link[3] == node["id"]
+
+
+def test_workflow_set_is_complete():
+    assert sorted(p.stem for p in WORKFLOWS.glob("*.json")) == sorted(WORKFLOW_NAMES)
+    assert sorted(p.stem for p in (WORKFLOWS / "api").glob("*.json")) == sorted(WORKFLOW_NAMES)
