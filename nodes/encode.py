@@ -11,6 +11,7 @@ import torch
 from comfy_api.latest import io
 
 from ..unifusion_core.checkpoint import check_vlm
+from ..unifusion_core.pipeline import pool
 from ..unifusion_core.errors import UniFusionError
 from ..unifusion_core.vlm.features import PLAIN_ROLES, VERIFI_ROLES, Features, Role
 from ..unifusion_core.vlm.prompts import Prompt
@@ -55,32 +56,14 @@ def extract_features(vlm, instruction, system, image, detail, more, layers) -> F
     return feats.to(mm.intermediate_device())
 
 
-def select_layers_of(feats: Features, wanted: tuple[int, ...]) -> Features:
-    """Features restricted to ``wanted`` layers (they must all have been extracted)."""
-    if tuple(feats.layers) == tuple(wanted):
-        return feats
-    missing = [k for k in wanted if k not in feats.layers]
-    if missing:
-        raise UniFusionError(f"The checkpoint pools VLM layers {list(wanted)}, but the features hold layers "
-                             f"{list(feats.layers)}; clear the layers override or include {missing}.")
-    idx = torch.tensor([feats.layers.index(k) for k in wanted], device=feats.hidden.device)
-    return Features(feats.hidden.index_select(1, idx), feats.roles, feats.mask, feats.input_ids, tuple(wanted),
-                    dict(feats.identity), feats.texts)
-
-
 def pool_condition(pooler, feats: Features, mode: str = "plain"):
-    """Features -> CONDITIONING through the checkpoint's pooler, after checking the VLM identity."""
-    cfg = pooler.config
-    check_vlm(cfg, feats.identity, where=f"the UniFusion checkpoint {pooler.path}")
-    feats = select_layers_of(feats, cfg.vlm.layers)
+    """Features -> CONDITIONING through the checkpoint's pooler (the core's ``pool`` does the checks)."""
     if mode == "verifi" and not bool((feats.roles == int(Role.GENERATED)).any()):
         raise UniFusionError("VERIFI conditioning needs generated tokens (a VERIFI rewrite of the prompt), but "
                              "these features hold none; use 'image + instruction'.")
-    hidden, mask = feats.keep(_ROLES[mode])  # (B, Lv, T, Dv), (B, T)
     mm.load_models_gpu([pooler.patcher], force_full_load=True)
-    param = next(pooler.module.parameters())
-    with torch.no_grad():
-        tokens = pooler.module(hidden.to(param.device, param.dtype), mask.to(param.device))  # (B, T, D)
+    tokens, mask = pool(pooler.module, pooler.config, feats, _ROLES[mode],
+                        where=f"the UniFusion checkpoint {pooler.path}")
     out = mm.intermediate_device()
     return [[tokens.to(out, torch.float32), {"attention_mask": mask.to(out, torch.float32)}]]
 

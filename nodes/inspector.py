@@ -10,8 +10,7 @@ from comfy_api.latest import io
 from ..unifusion_core.checkpoint import check_vlm
 from ..unifusion_core.vlm.features import PLAIN_ROLES
 from .common import user_errors
-from .encode import select_layers_of
-from .layerviz import capture_layer_attention, draw_inspector
+from .layerviz import draw_inspector
 from .types import FEATURES, POOLER
 
 
@@ -36,10 +35,9 @@ class UniFusionLayerInspector(io.ComfyNode):
         with user_errors():
             if features is not None:
                 check_vlm(cfg, features.identity, where=f"the UniFusion checkpoint {pooler.path}")
-                hidden, mask = select_layers_of(features, cfg.vlm.layers).keep(PLAIN_ROLES)
+                hidden, mask = features.select(cfg.vlm.layers).keep(PLAIN_ROLES)
                 mm.load_models_gpu([pooler.patcher], force_full_load=True)
                 param = next(module.parameters())
-                with torch.no_grad(), capture_layer_attention(module) as maps:
-                    module(hidden.to(param.device, param.dtype), mask.to(param.device))
+                maps = module.layer_attention(hidden.to(param.device, param.dtype), mask.to(param.device))
         title = f"{os.path.basename(pooler.path)}: {cfg.lap.kind} pooling weight per VLM layer"
         return io.NodeOutput(draw_inspector(module.layer_weights().cpu(), layers, maps, title))

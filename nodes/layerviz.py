@@ -5,40 +5,11 @@ Legend: N real tokens, H heads, Lv tapped layers.
 """
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from ..unifusion_core.layers import sdpa_attention
-
 BG, FG, BAR, NEG = (255, 255, 255), (20, 20, 20), (52, 101, 164), (204, 0, 0)
-
-
-@contextlib.contextmanager
-def capture_layer_attention(pooler: torch.nn.Module):
-    """Collect LAP's attention maps over layers, one (Lv, Lv) mean over tokens and heads per block.
-
-    Works by swapping the attention function each LAP block is called with (a forward pre-hook); the
-    output of the pooler is unchanged.
-    """
-    maps: list[torch.Tensor] = []
-
-    def recording_attn(q, k, v, heads, mask=None, skip_reshape=True, **kw):
-        scores = (q.float() @ k.float().transpose(-1, -2)) * q.shape[-1] ** -0.5  # (N, H, Lv, Lv)
-        maps.append(scores.softmax(-1).mean(dim=(0, 1)).cpu())  # (Lv, Lv)
-        return sdpa_attention(q, k, v, heads, mask=mask, skip_reshape=skip_reshape)
-
-    def pre_hook(module, args):
-        return (*args[:3], recording_attn)  # Attention.forward(x, rope, mask, attn_fn)
-
-    hooks = [block.attn.register_forward_pre_hook(pre_hook) for block in getattr(pooler, "blocks", ())]
-    try:
-        yield maps
-    finally:
-        for h in hooks:
-            h.remove()
 
 
 def draw_inspector(weights, layers, attention=(), title="") -> torch.Tensor:

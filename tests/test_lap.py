@@ -81,3 +81,15 @@ def test_last_layer_pooler_uses_only_the_last_layer():
     changed = hidden.clone()
     changed[:, :-1] = torch.randn_like(changed[:, :-1])
     torch.testing.assert_close(m(hidden, mask), m(changed, mask))
+
+
+def test_layer_attention_maps_for_the_inspector():
+    cfg, m = _lap()
+    hidden = torch.randn(2, cfg.num_layers, 5, cfg.in_dim)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1] * 5], dtype=torch.bool)
+    before = m(hidden, mask)
+    maps = m.layer_attention(hidden, mask)
+    assert len(maps) == cfg.blocks and all(a.shape == (cfg.num_layers, cfg.num_layers) for a in maps)
+    torch.testing.assert_close(maps[0].sum(-1), torch.ones(cfg.num_layers))
+    torch.testing.assert_close(m(hidden, mask), before)
+    assert _lap("last_layer")[1].layer_attention(hidden, mask) == []

@@ -95,28 +95,6 @@ def test_layer_spec(common):
     assert common.layer_spec(" 4,7 ", None) == "4,7"
 
 
-def _tiny_pooler(pack):
-    config = importlib.import_module(f"{pack}.unifusion_core.config")
-    lap = importlib.import_module(f"{pack}.unifusion_core.lap")
-    torch.manual_seed(0)
-    pooler = lap.build_pooler(config.LAPConfig(in_dim=32, num_layers=3, width=32, heads=2, out_dim=16))
-    pooler.init_weights()
-    return pooler
-
-
-def test_capture_layer_attention_leaves_output_unchanged(layerviz, pack):
-    pooler = _tiny_pooler(pack)
-    hidden, mask = torch.randn(2, 3, 5, 32), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
-    plain = pooler(hidden, mask)
-    with layerviz.capture_layer_attention(pooler) as maps:
-        captured = pooler(hidden, mask)
-    assert torch.allclose(plain, captured, atol=1e-6)
-    assert len(maps) == 2 and all(m.shape == (3, 3) for m in maps)
-    assert torch.allclose(maps[0].sum(-1), torch.ones(3), atol=1e-5)
-    pooler(hidden, mask)  # hooks are gone afterwards
-    assert len(maps) == 2
-
-
 def test_draw_inspector(layerviz):
     img = layerviz.draw_inspector(torch.tensor([0.25, -0.1, 0.6]), [4, 7, 10], [torch.eye(3), torch.full((3, 3), 1 / 3)])
     assert img.ndim == 4 and img.shape[0] == 1 and img.shape[-1] == 3

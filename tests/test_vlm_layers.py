@@ -46,3 +46,19 @@ def test_invalid_specs(spec, message):
 def test_stride_validation():
     with pytest.raises(UniFusionError, match="step >= 1"):
         LayerStride(0, 4)
+
+
+def test_features_select_layers():
+    import torch
+
+    from unifusion_core.vlm import Features
+
+    hidden = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).view(2, 3, 4, 5)
+    f = Features(hidden, torch.zeros(2, 4, dtype=torch.long), torch.ones(2, 4, dtype=torch.bool),
+                 torch.zeros(2, 4, dtype=torch.long), (4, 7, 10))
+    sub = f.select((10, 4))
+    assert sub.layers == (10, 4)
+    assert torch.equal(sub.hidden[:, 0], hidden[:, 2]) and torch.equal(sub.hidden[:, 1], hidden[:, 0])
+    assert f.select((4, 7, 10)) is f
+    with pytest.raises(UniFusionError, match=r"missing \[13\]"):
+        f.select((4, 13))

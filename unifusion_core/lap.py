@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import LAPConfig
-from .layers import Block, init_generic
+from .layers import Block, init_generic, sdpa_attention
 
 
 class LayerwiseAttentionPooling(nn.Module):
@@ -44,7 +44,20 @@ class LayerwiseAttentionPooling(nn.Module):
         """The per-layer pooling weights (Lv,), as the layer inspector shows them."""
         return self.pool_weight.detach().float()
 
-    def forward(self, hidden, mask, layer_keep=None):
+    @torch.no_grad()
+    def layer_attention(self, hidden, mask) -> list[torch.Tensor]:
+        """Per LAP block, its attention over the layer axis (Lv, Lv), mean over real tokens and heads."""
+        maps: list[torch.Tensor] = []
+
+        def recording(q, k, v, heads, mask=None, skip_reshape=True, **kw):
+            scores = (q.float() @ k.float().transpose(-1, -2)) * q.shape[-1] ** -0.5  # (N, H, Lv, Lv)
+            maps.append(scores.softmax(-1).mean(dim=(0, 1)).cpu())  # (Lv, Lv)
+            return sdpa_attention(q, k, v, heads, mask=mask, skip_reshape=skip_reshape)
+
+        self.forward(hidden, mask, attn_fn=recording)
+        return maps
+
+    def forward(self, hidden, mask, layer_keep=None, attn_fn=sdpa_attention):
         """hidden (B, Lv, T, Dv), mask (B, T) bool -> tokens (B, T, D), zero where mask is False.
 
         ``layer_keep`` (Lv,) bool zeroes the pooling weights of dropped layers (layer dropout).
@@ -58,7 +71,7 @@ class LayerwiseAttentionPooling(nn.Module):
             x = self.in_proj(x)  # (N, Lv, W)
         x = x + self.layer_pos.to(x.dtype)  # (N, Lv, W)
         for block in self.blocks:
-            x = block(x)  # (N, Lv, W): attention over the layer axis
+            x = block(x, attn_fn=attn_fn)  # (N, Lv, W): attention over the layer axis
         w = self.pool_weight.to(x.dtype)
         if layer_keep is not None:
             w = w * layer_keep.to(device=w.device, dtype=w.dtype)
@@ -81,6 +94,9 @@ class LastLayerPooler(nn.Module):
     @torch.no_grad()
     def init_weights(self):
         init_generic(self)
+
+    def layer_attention(self, hidden, mask) -> list[torch.Tensor]:
+        return []  # no attention over layers in the baseline
 
     def layer_weights(self) -> torch.Tensor:
         w = torch.zeros(self.cfg.num_layers)

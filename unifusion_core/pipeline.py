@@ -38,6 +38,26 @@ class Request:
     batch: int = 1
 
 
+def pool(pooler, cfg: UniFusionConfig, feats, roles=PLAIN_ROLES, where: str = "the checkpoint"):
+    """Features -> condition tokens (B, T, D) and mask (B, T) on the pooler's device and dtype.
+
+    Checks the VLM identity, takes the checkpoint's layers, keeps the tokens of ``roles``, pools.
+    Shared by the standalone pipeline and the ComfyUI nodes.
+    """
+    if feats.identity:
+        check_vlm(cfg, feats.identity, where=where)
+    try:
+        feats = feats.select(cfg.vlm.layers)
+    except UniFusionError as err:
+        raise UniFusionError(f"{where} pools VLM layers {list(cfg.vlm.layers)}, but the features hold layers "
+                             f"{list(feats.layers)}; extract them with the checkpoint's layers.") from err
+    hidden, mask = feats.keep(roles)  # (B, Lv, T, Dv), (B, T)
+    param = next(pooler.parameters())
+    with torch.no_grad():
+        tokens = pooler(hidden.to(param.device, param.dtype), mask.to(param.device))  # (B, T, D)
+    return tokens, mask.to(param.device)
+
+
 class UniFusionPipeline:
     def __init__(self, cfg: UniFusionConfig, pooler, dit, vlm, vae=None):
         check_vlm(cfg, vlm.identity)
@@ -70,15 +90,9 @@ class UniFusionPipeline:
                                 layers=self.cfg.vlm.layers, progress=progress)
         return self.condition(feats, roles)
 
-    @torch.no_grad()
     def condition(self, feats, roles=PLAIN_ROLES):
         """Features -> pooled condition tokens (B, T, D) and mask (B, T)."""
-        if tuple(feats.layers) != self.cfg.vlm.layers:
-            raise UniFusionError(f"the checkpoint pools VLM layers {list(self.cfg.vlm.layers)}, "
-                                 f"but the features hold layers {list(feats.layers)}.")
-        hidden, mask = feats.keep(roles)  # (B, Lv, T, Dv), (B, T)
-        param = next(self.pooler.parameters())
-        return self.pooler(hidden.to(param.device, param.dtype), mask.to(param.device)), mask.to(param.device)
+        return pool(self.pooler, self.cfg, feats, roles)
 
     # -- sampling ----------------------------------------------------------------------------------
     @torch.no_grad()

@@ -77,6 +77,21 @@ class Features:
         hidden = hidden * mask[:, None, :, None].to(hidden.dtype)  # zero the padding
         return hidden, mask
 
+    def select(self, layers) -> "Features":
+        """The same tokens restricted to ``layers`` (each must be held), in that order."""
+        layers = tuple(int(k) for k in layers)
+        if layers == self.layers:
+            return self
+        missing = [k for k in layers if k not in self.layers]
+        if missing:
+            from ..errors import UniFusionError
+
+            raise UniFusionError(f"layers {list(layers)} were requested but the features hold layers "
+                                 f"{list(self.layers)} (missing {missing}).")
+        idx = torch.tensor([self.layers.index(k) for k in layers], device=self.hidden.device)
+        return Features(self.hidden.index_select(1, idx), self.roles, self.mask, self.input_ids, layers,
+                        dict(self.identity), self.texts)
+
     def to(self, device=None, dtype=None) -> "Features":
         return Features(self.hidden.to(device=device, dtype=dtype), self.roles.to(device),
                         self.mask.to(device), self.input_ids.to(device), self.layers,
