@@ -1,0 +1,67 @@
+"""Shapes-world language: canonical descriptions and their parser, paraphrase splits, vocabulary."""
+import random
+
+from unifusion_core.toy import lexicon
+from unifusion_core.toy.language import (COMPOSE_KINDS, compose_instruction, describe, paraphrase,
+                                         paraphrase_traced, parse_description, template_names, vocabulary, words)
+from unifusion_core.toy.tasks import edit_example
+from unifusion_core.toy.world import Obj, Scene, random_scene
+
+SCENES = [random_scene(random.Random(s)) for s in range(300)]
+
+
+def test_canonical_description_parses_back():
+    s = Scene("grey", (Obj("circle", "red", "large", 0, 0), Obj("square", "blue", "small", 1, 1)))
+    assert describe(s) == "a large red circle in the top left and a small blue square in the center on a grey background"
+    for scene in SCENES + [Scene("white", ())]:
+        assert parse_description(describe(scene)) == scene
+    assert parse_description("  A large red circle in the top left on a grey background. ") is not None
+
+
+def test_parser_rejects_non_canonical_text():
+    for text in ("", "a red circle", "a large red circle in the top left on a pink background",
+                 "a large red circle in the top left and a small red circle in the top left on a grey background",
+                 "a large red disc in the top left on a grey background"):
+        assert parse_description(text) is None
+
+
+def test_paraphrase_is_deterministic_per_seed_and_varied():
+    scene = SCENES[7]
+    for split in ("train", "heldout"):
+        assert paraphrase(scene, random.Random(11), split) == paraphrase(scene, random.Random(11), split)
+        assert len({paraphrase(scene, random.Random(k), split) for k in range(40)}) > 10
+
+
+def test_heldout_templates_are_disjoint_from_train():
+    train, held = template_names("train"), template_names("heldout")
+    assert held and not train & held
+    for n, scene in enumerate(SCENES[:100]):
+        _, trace = paraphrase_traced(scene, random.Random(n), "train")
+        assert set(trace) <= train
+        text, trace = paraphrase_traced(scene, random.Random(n), "heldout")
+        assert trace[0] in lexicon.SCENE_TEMPLATES["heldout"]
+        assert text not in {paraphrase(scene, random.Random(k), "train") for k in range(100)}
+
+
+def _texts(split, n):
+    rng = random.Random(split)
+    out = [paraphrase(s, rng, split) for s in SCENES[:n]]
+    return out + [p for k in range(n) for p in edit_example(rng, split=split, n_prompts=2)["prompts"]]
+
+
+def test_heldout_uses_only_train_words_and_vocabulary_is_closed():
+    train, held = _texts("train", 300), _texts("heldout", 150)
+    train_words = {w for t in train for w in words(t)}
+    held_words = {w for t in held for w in words(t)}
+    assert held_words <= train_words, held_words - train_words
+    vocab = set(vocabulary())
+    extra = [compose_instruction(k, random.Random(0)) for k in COMPOSE_KINDS] + [describe(s) for s in SCENES]
+    assert train_words | held_words | {w for t in extra for w in words(t)} <= vocab
+    assert len(vocab) < 150
+
+
+def test_indirect_colour_references_occur():
+    blue = Scene("grey", (Obj("circle", "blue", "large", 1, 1),))
+    texts = {paraphrase(blue, random.Random(k)) for k in range(60)}
+    assert any("the sky" in t for t in texts)
+    assert any(" blue " in t for t in texts)
