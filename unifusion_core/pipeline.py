@@ -18,7 +18,7 @@ from . import flow, latent
 from .checkpoint import check_vlm, load_modules
 from .config import UniFusionConfig
 from .errors import UniFusionError
-from .vlm.features import PLAIN_ROLES
+from .vlm.features import PLAIN_ROLES, VERIFI_ROLES
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,24 @@ class UniFusionPipeline:
         feats = self.vlm.encode([Prompt(instruction=p, system=system, images=list(im)) for p, im in zip(prompts, images)],
                                 layers=self.cfg.vlm.layers, progress=progress)
         return self.condition(feats, roles)
+
+    @torch.no_grad()
+    def encode_verifi(self, prompts, images=None, system=None, *, rewrites=None, sampling=None,
+                      progress=None, should_stop=None):
+        """VERIFI: the VLM rewrites each prompt (or, given ``rewrites``, teacher-forces them) with
+        the checkpoint's system prompt unless ``system`` is given; the condition keeps image +
+        generated tokens -> (cond (B,T,D), mask (B,T), rewritten texts)."""
+        from .verifi import verifi_prompt
+
+        images = images or [[] for _ in prompts]
+        vprompts = [verifi_prompt(p, im, system=system, cfg=self.cfg) for p, im in zip(prompts, images)]
+        if rewrites is None:
+            feats = self.vlm.generate(vprompts, self.cfg.vlm.layers, sampling=sampling, progress=progress,
+                                      should_stop=should_stop)
+        else:
+            feats = self.vlm.teacher_force(vprompts, list(rewrites), self.cfg.vlm.layers)
+        cond, mask = self.condition(feats, VERIFI_ROLES)
+        return cond, mask, list(feats.texts)
 
     def condition(self, feats, roles=PLAIN_ROLES):
         """Features -> pooled condition tokens (B, T, D) and mask (B, T)."""

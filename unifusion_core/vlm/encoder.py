@@ -1,13 +1,18 @@
-"""``VLMEncoder``: prompts (text + images) -> per-layer hidden states with token roles.
+"""``VLMEncoder``: prompts (text + images) -> per-layer hidden states with token roles; VERIFI
+decoding (``generate``) and teacher forcing of a given rewrite (``teacher_force``).
 
 Each prompt runs through the model on its own (batch 1) and the results are right-padded after,
 so images of any size can be mixed and a prompt's features never depend on the rest of the batch.
+With a ``PrefixCache`` the work on a prompt's images is reused across calls (see prefix_cache.py).
 
 Legend: B batch, Lv VLM layers tapped, T tokens, Dv VLM width.
 """
 from __future__ import annotations
 
 import logging
+import uuid
+from dataclasses import replace
+from functools import cached_property
 from typing import Callable, Sequence, Union
 
 import torch
@@ -15,10 +20,13 @@ import torch
 from ..errors import UniFusionError
 from .families import TEXT_ONLY, decoder_layers, image_token_id, text_config, tiling_kwargs
 from .features import Features, Role
+from .generate import Rewrite, generate_one, run_prompt, teacher_force_one
 from .layers import LayerSpec, default_layers, select_layers
+from .prefix_cache import PrefixCache
 from .prompts import (Prompt, chat_messages, check_no_special_tokens, fill_sentinels,
-                      image_details, prompt_images, role_texts)
+                      image_details, prompt_images, role_texts, text_after_answer)
 from .roles import align_roles, span_roles
+from .sampling import Sampling, banned_token_ids, stop_token_ids
 from .taps import LayerTap
 
 log = logging.getLogger(__name__)
@@ -39,6 +47,8 @@ class VLMEncoder:
         self.blocks = decoder_layers(model, self.identity["num_layers"])
         self.image_token_id = None if family in TEXT_ONLY else image_token_id(config)
         self._specials = self._special_strings()
+        self.uid = uuid.uuid4().hex  # names this instance in PrefixCache keys
+        self.prefix_cache: PrefixCache | None = None  # used when a call passes no prefix_cache
 
     @property
     def multimodal(self) -> bool:
@@ -51,32 +61,123 @@ class VLMEncoder:
     @torch.no_grad()
     def encode(self, prompts: Union[PromptLike, Sequence[PromptLike]], layers: LayerSpec = None, *,
                progress: Callable[[int, int], None] | None = None,
-               should_stop: Callable[[], bool] | None = None) -> Features:
+               should_stop: Callable[[], bool] | None = None,
+               prefix_cache: PrefixCache | None = None) -> Features:
         """Hidden states of ``layers`` for each prompt, right-padded into one batch.
 
         progress(done, total) is called after each prompt; should_stop() is polled before each
-        and, when it returns True, InterruptedError is raised.
+        and, when it returns True, InterruptedError is raised. ``prefix_cache`` (default: the
+        encoder's ``prefix_cache``) reuses the image prefix of prompts with images.
         """
         prompts = [prompts] if isinstance(prompts, (Prompt, str)) else list(prompts)
         if not prompts:
             raise UniFusionError("encode() expected at least one prompt, found none.")
         chosen = select_layers(layers, self.identity["num_layers"])
         tap = LayerTap(self.blocks, chosen)
+        cache = self._cache(prefix_cache)
         results = []
         for i, prompt in enumerate(prompts):
             if should_stop is not None and should_stop():
                 raise InterruptedError(f"VLM encoding was interrupted after {i} of {len(prompts)} "
                                        f"prompts.")
-            results.append(self._encode_one(_as_prompt(prompt), tap))
+            prompt = _as_prompt(prompt)
+            if cache is not None and prompt.images:
+                with tap.hooked():
+                    ctx, roles, _ = run_prompt(self, prompt, tap, cache, logits=False)
+                results.append((ctx.hidden, roles, ctx.inputs["input_ids"][0]))
+            else:
+                results.append(self._encode_one(prompt, tap))
             if progress is not None:
                 progress(i + 1, len(prompts))
         return self._pad(results, chosen)
 
+    @torch.no_grad()
+    def generate(self, prompts: Union[PromptLike, Sequence[PromptLike]], layers: LayerSpec = None,
+                 *, sampling: Sampling | None = None, prefix_cache: PrefixCache | None = None,
+                 progress: Callable[[int, int], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> Features:
+        """VERIFI: decode each prompt's answer, capturing ``layers`` of every token on the way.
+
+        Features hold [prompt][generated][stop token], ``texts`` the decoded answers and
+        ``generated_ids`` the generated ids (with the stop token, if decoding stopped on one).
+        progress(done, total) after each token (total = prompts x max_new_tokens; a prompt that
+        stops early jumps ahead); should_stop() before each token raises InterruptedError.
+        """
+        sampling = sampling or Sampling()
+        prompts, chosen = self._prompts(prompts), select_layers(layers, self.identity["num_layers"])
+        tap, cache = LayerTap(self.blocks, chosen), self._cache(prefix_cache)
+        total, done, results = len(prompts) * sampling.max_new_tokens, [0], []
+
+        def tick():
+            done[0] += 1
+            if progress is not None:
+                progress(done[0], total)
+
+        with tap.hooked():
+            for i, prompt in enumerate(prompts):
+                results.append(generate_one(self, prompt, tap, sampling, sampling.seed + i,
+                                            prefix_cache=cache, tick=tick, should_stop=should_stop))
+                if done[0] != (i + 1) * sampling.max_new_tokens:
+                    done[0] = (i + 1) * sampling.max_new_tokens - 1
+                    tick()
+        return self._pad_results(results, chosen)
+
+    @torch.no_grad()
+    def teacher_force(self, prompts: Union[PromptLike, Sequence[PromptLike]],
+                      rewrites: Union[Rewrite, Sequence[Rewrite]], layers: LayerSpec = None, *,
+                      prefix_cache: PrefixCache | None = None) -> Features:
+        """Flexible inference: the Features ``generate`` returns had it produced ``rewrites``.
+
+        A rewrite is text (tokenized by the chat template's rendering of the assistant turn) or the
+        token ids of a generation (``Features.generated_ids``: replayed exactly).
+        """
+        prompts, chosen = self._prompts(prompts), select_layers(layers, self.identity["num_layers"])
+        single = isinstance(rewrites, str) or (len(prompts) == 1 and _is_ids(rewrites))
+        rewrites = [rewrites] if single else list(rewrites)
+        if len(rewrites) != len(prompts):
+            raise UniFusionError(f"teacher_force() expected one rewrite per prompt ({len(prompts)}), "
+                                 f"found {len(rewrites)}.")
+        tap, cache = LayerTap(self.blocks, chosen), self._cache(prefix_cache)
+        with tap.hooked():
+            results = [teacher_force_one(self, p, r, tap, prefix_cache=cache)
+                       for p, r in zip(prompts, rewrites)]
+        return self._pad_results(results, chosen)
+
     # ----------------------------------------------------------------------------------------------
+
+    @cached_property
+    def stop_ids(self) -> frozenset:
+        """Token ids that end a VERIFI answer (EOS ids and the template's end-of-turn token)."""
+        tail = text_after_answer(self.processor or self.tokenizer, self.multimodal)
+        return stop_token_ids(self.tokenizer, self.model, tail)
+
+    @cached_property
+    def banned_ids(self) -> frozenset:
+        """Token ids VERIFI never generates (other special tokens, ids the tokenizer lacks)."""
+        return banned_token_ids(self.tokenizer, int(text_config(self.config).vocab_size),
+                                self.stop_ids)
+
+    def device_dtype(self) -> tuple[torch.device, torch.dtype]:
+        param = next(self.model.parameters())
+        return param.device, param.dtype
+
+    def _prompts(self, prompts) -> list[Prompt]:
+        prompts = [prompts] if isinstance(prompts, (Prompt, str)) else list(prompts)
+        if not prompts:
+            raise UniFusionError("Expected at least one prompt, found none.")
+        return [_as_prompt(p) for p in prompts]
+
+    def _cache(self, prefix_cache: PrefixCache | None) -> PrefixCache | None:
+        return prefix_cache if prefix_cache is not None else self.prefix_cache
+
+    def _pad_results(self, results: list, layers: tuple[int, ...]) -> Features:
+        feats = self._pad([r[:3] for r in results], layers)
+        return replace(feats, texts=tuple(r[3] for r in results),
+                       generated_ids=tuple(r[4] for r in results))
 
     def _encode_one(self, prompt: Prompt, tap: LayerTap) -> tuple:
         inputs, roles = self.build_inputs(prompt)
-        device, dtype = self._device_dtype()
+        device, dtype = self.device_dtype()
         inputs = {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device))
                   for k, v in inputs.items()}
         hidden = tap.run(lambda: self.model(**inputs, use_cache=False))  # (Lv, 1, T, Dv)
@@ -84,18 +185,15 @@ class VLMEncoder:
 
     def build_inputs(self, prompt: Prompt) -> tuple[dict, torch.Tensor]:
         """The model inputs of one prompt (batch 1) and its roles (T,)."""
-        texts = role_texts(prompt)
+        return self.prepare(prompt)[:2]
+
+    def prepare(self, prompt: Prompt) -> tuple[dict, torch.Tensor, list]:
+        """``build_inputs`` plus the prompt's images (PIL, after ``max_pixels``)."""
         images = prompt_images(prompt)
         if images and not self.multimodal:
             raise UniFusionError(f"The text-only {self.identity['architecture']} cannot take images, "
                                  f"found {len(images)} in the prompt.")
-        check_no_special_tokens(texts, self._specials)
-        owner = self.processor or self.tokenizer
-        rendered = owner.apply_chat_template(chat_messages(texts, len(images), self.multimodal),
-                                             tokenize=False,
-                                             add_generation_prompt=Role.GENERATED not in texts)
-        rendered = rendered[0] if isinstance(rendered, list) else rendered
-        text, spans = fill_sentinels(rendered, texts, self.family)
+        text, spans = self.render(prompt, len(images))
         add_special = self._add_special_tokens(text)
         if self.multimodal:
             extra = self._image_kwargs(prompt, images)
@@ -107,7 +205,19 @@ class VLMEncoder:
         plain = self.tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True)
         roles = align_roles(inputs["input_ids"][0].tolist(), list(plain["input_ids"]),
                             span_roles(plain["offset_mapping"], spans), self.image_token_id)
-        return {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}, roles
+        return {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}, roles, images
+
+    def render(self, prompt: Prompt, num_images: int) -> tuple[str, list]:
+        """The chat text of ``prompt`` (with the generation prompt when it has no answer) and the
+        (start, end, Role) character spans of its texts."""
+        texts = role_texts(prompt)
+        check_no_special_tokens(texts, self._specials)
+        owner = self.processor or self.tokenizer
+        rendered = owner.apply_chat_template(chat_messages(texts, num_images, self.multimodal),
+                                             tokenize=False,
+                                             add_generation_prompt=Role.GENERATED not in texts)
+        rendered = rendered[0] if isinstance(rendered, list) else rendered
+        return fill_sentinels(rendered, texts, self.family)
 
     def _image_kwargs(self, prompt: Prompt, images: list) -> dict:
         tiles = {d.max_tiles for d in image_details(prompt, len(images))}
@@ -134,10 +244,6 @@ class VLMEncoder:
             specials.add(image_token)
         return sorted(specials)
 
-    def _device_dtype(self) -> tuple[torch.device, torch.dtype]:
-        param = next(self.model.parameters())
-        return param.device, param.dtype
-
     def _pad(self, results: list, layers: tuple[int, ...]) -> Features:
         B, T = len(results), max(r[1].numel() for r in results)
         Lv, _, Dv = results[0][0].shape
@@ -152,6 +258,10 @@ class VLMEncoder:
             hidden[b, :, :n] = h
             roles[b, :n], mask[b, :n], input_ids[b, :n] = r.to(device), True, ids.to(device)
         return Features(hidden, roles, mask, input_ids, layers, dict(self.identity))
+
+
+def _is_ids(value) -> bool:
+    return not isinstance(value, str) and all(isinstance(v, int) for v in value)
 
 
 def _as_prompt(prompt: PromptLike) -> Prompt:

@@ -38,6 +38,8 @@ class Features:
     input_ids: (B, T) int64
     layers:    the layer indices held, len Lv
     identity:  the VLM that produced them (architecture, num_layers, hidden_size), for validation
+    texts, generated_ids: VERIFI only: per sample the decoded answer and the generated token ids
+               (ending with the stop token when decoding stopped on one), for exact teacher forcing
     """
 
     hidden: torch.Tensor
@@ -47,6 +49,7 @@ class Features:
     layers: tuple[int, ...]
     identity: dict = field(default_factory=dict)
     texts: tuple[str, ...] = ()  # generated text per sample (VERIFI), empty otherwise
+    generated_ids: tuple[tuple[int, ...], ...] = ()  # VERIFI: generated ids per sample (+ stop token)
 
     def __post_init__(self):
         B, Lv, T, _ = self.hidden.shape
@@ -90,9 +93,9 @@ class Features:
                                  f"{list(self.layers)} (missing {missing}).")
         idx = torch.tensor([self.layers.index(k) for k in layers], device=self.hidden.device)
         return Features(self.hidden.index_select(1, idx), self.roles, self.mask, self.input_ids, layers,
-                        dict(self.identity), self.texts)
+                        dict(self.identity), self.texts, self.generated_ids)
 
     def to(self, device=None, dtype=None) -> "Features":
         return Features(self.hidden.to(device=device, dtype=dtype), self.roles.to(device),
                         self.mask.to(device), self.input_ids.to(device), self.layers,
-                        dict(self.identity), self.texts)
+                        dict(self.identity), self.texts, self.generated_ids)

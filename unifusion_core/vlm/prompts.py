@@ -144,6 +144,15 @@ def chat_messages(texts: dict, num_images: int, multimodal: bool) -> list[dict]:
     return messages
 
 
+def text_after_answer(owner, multimodal: bool) -> str:
+    """What ``owner``'s chat template writes right after an assistant answer (its end of turn)."""
+    texts = {Role.INSTRUCTION: "", Role.GENERATED: ""}
+    rendered = owner.apply_chat_template(chat_messages(texts, 0, multimodal), tokenize=False)
+    rendered = rendered[0] if isinstance(rendered, list) else rendered
+    marker = _SENTINELS[Role.GENERATED]
+    return rendered[rendered.index(marker) + len(marker):] if marker in rendered else ""
+
+
 def fill_sentinels(rendered: str, texts: dict, family: str) -> tuple[str, list]:
     """Substitute the texts for the sentinels; return the text and its (start, end, Role) spans."""
     pieces, spans, pos = [], [], 0

@@ -1,12 +1,14 @@
 """Capture the selected decoder layers with forward hooks and stop the forward after the deepest.
 
 Only the tapped layers are kept (no ``output_hidden_states``), and the blocks above the deepest tap,
-the final norm and the LM head never run, so extraction costs at most one plain forward.
+the final norm and the LM head never run, so extraction costs at most one plain forward. Generation
+keeps the hooks registered over many forwards (``hooked`` + ``call``) and runs them to the end.
 
 Legend: Lv VLM layers tapped, T tokens, Dv VLM width.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Callable
 
 import torch
@@ -26,22 +28,38 @@ class LayerTap:
         self.blocks, self.layers = blocks, tuple(layers)
         self.deepest = max(self.layers)
         self.captured: dict[int, torch.Tensor] = {}
+        self.stop_early = True
 
     def run(self, forward: Callable[[], object]) -> torch.Tensor:
         """Call ``forward`` with the hooks in place; return (Lv, B, T, Dv) in ``layers`` order."""
-        self.captured = {}
+        with self.hooked():
+            return self.call(forward)[0]
+
+    @contextmanager
+    def hooked(self):
+        """Keep the hooks registered for several ``call``s (one per chunk or decode step)."""
         handles = self._register()
         try:
-            forward()
-        except _StopForward:
-            pass
+            yield self
         finally:
             for handle in handles:
                 handle.remove()
+
+    def call(self, forward: Callable[[], object], stop_early: bool = True) -> tuple:
+        """Inside ``hooked()``: run ``forward`` once; return ((Lv, B, T, Dv), its output).
+
+        With ``stop_early`` the forward ends after the deepest tapped block (output None); without,
+        it runs to the end (needed for logits and for a KV cache of every layer).
+        """
+        self.captured, self.stop_early, output = {}, stop_early, None
+        try:
+            output = forward()
+        except _StopForward:
+            pass
         missing = [k for k in self.layers if k not in self.captured]
         if missing:
             raise RuntimeError(f"The forward never reached layers {missing}.")
-        return torch.stack([self.captured[k] for k in self.layers])  # (Lv, B, T, Dv)
+        return torch.stack([self.captured[k] for k in self.layers]), output  # (Lv, B, T, Dv)
 
     def _register(self) -> list:
         handles = []
@@ -55,7 +73,7 @@ class LayerTap:
 
     def _keep(self, k: int, hidden: torch.Tensor) -> None:
         self.captured[k] = hidden
-        if k == self.deepest:
+        if k == self.deepest and self.stop_early:
             raise _StopForward
 
     def _embedding_hook(self, module, args, kwargs):
