@@ -37,8 +37,7 @@ def trained(tmp_path_factory):
     cfg = UniFusionConfig.preset("tiny", spec)
     from dataclasses import replace
 
-    cfg = replace(cfg, dit=replace(cfg.dit, hidden_size=64, cond_dim=64, depth=3, num_heads=4, axes_dims=(4, 6, 6)),
-                  lap=replace(cfg.lap, out_dim=64), sampling=replace(cfg.sampling, steps=16, cfg=1.0))
+    cfg = replace(cfg, sampling=replace(cfg.sampling, steps=16, cfg=1.0))
     torch.manual_seed(0)
     pooler, dit = build_modules(cfg)
     pooler.init_weights(); dit.init_weights()

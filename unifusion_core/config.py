@@ -176,7 +176,7 @@ def _build(klass, raw: dict):
 # name -> (LAP kwargs, DiT kwargs, sampling kwargs); copied before use, so dicts may be mutated there.
 _PRESETS = {
     "tiny": (dict(heads=2, mlp_ratio=1.3),
-             dict(patch_size=4, hidden_size=32, depth=2, num_heads=2, refiner_depth=1, axes_dims=(4, 6, 6)),
+             dict(patch_size=4, hidden_size=64, depth=3, num_heads=4, refiner_depth=1, axes_dims=(4, 6, 6)),
              dict(latent_format="pixel", shift=1.0, steps=8, cfg=2.0)),
     "toy": (dict(heads=4, mlp_ratio=1.3, width=128),  # LAP narrower than the VLM: cheap next to a toy DiT
             dict(patch_size=4, hidden_size=128, depth=6, num_heads=4, refiner_depth=2, axes_dims=(8, 12, 12)),

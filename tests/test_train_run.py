@@ -1,0 +1,142 @@
+"""The trainer end to end: learning on T2I + edit examples, 2-process DDP on CPU, kill-and-resume,
+bad data. Runs the real CLI (`python -m unifusion_core.train`, `accelerate launch`)."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from unifusion_core.pipeline import Request, UniFusionPipeline
+from unifusion_core.vlm import build_tiny_vlm
+
+ROOT = Path(__file__).resolve().parents[1]
+COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0)}
+CORNERS = ["top left", "top right", "bottom left", "bottom right"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """4 T2I records (a coloured square in a corner, with a VERIFI rewrite) and 4 edits (move it to the middle)."""
+    out = tmp_path_factory.mktemp("traindata")
+    build_tiny_vlm("qwen2_5_vl", out / "vlm")
+    recs = []
+    for i, (name, rgb) in enumerate(COLOURS.items()):
+        a = np.full((16, 16, 3), 40, np.uint8)
+        a[(i // 2) * 8:(i // 2) * 8 + 8, (i % 2) * 8:(i % 2) * 8 + 8] = rgb
+        Image.fromarray(a).save(out / f"t{i}.png")
+        recs.append({"task": "t2i", "target": f"t{i}.png", "prompt": f"{name} block {CORNERS[i]}",
+                     "rewrite": f"a {name} square in the {CORNERS[i]} corner"})
+    for i, (name, rgb) in enumerate(COLOURS.items()):
+        b = np.full((16, 16, 3), 40, np.uint8)
+        b[4:12, 4:12] = rgb
+        Image.fromarray(b).save(out / f"e{i}.png")
+        recs.append({"task": "edit", "target": f"e{i}.png", "prompt": f"move the {name} block to the middle",
+                     "refs": [f"t{i}.png"]})
+    (out / "m.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    return out
+
+
+def _args(data, run_dir, **over):
+    a = dict(manifest=data / "m.jsonl", vlm=data / "vlm", run_dir=run_dir, preset="tiny", resolution=16,
+             buckets="1:1", batch_size=8, lr=2e-3, decay="linear", warmup_steps=5, max_steps=12, log_every=1,
+             save_every=4, grad_clip=0, sample_steps=4)
+    a.update(over)
+    return [x for k, v in a.items() for x in (f"--{k}", str(v))]
+
+
+def _train(args, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "unifusion_core.train", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, **kw)
+
+
+def _steps(run_dir):
+    with (Path(run_dir) / "log.csv").open() as f:
+        return [int(r["step"]) for r in csv.DictReader(f)]
+
+
+def test_learns_t2i_and_edit_targets(data, tmp_path):
+    run = tmp_path / "learn"
+    r = _train(_args(data, run, max_steps=800, batch_size=16, ema_decay=0, cfg_dropout=0, recon_share=0,
+                     verifi_share=0.5, save_every=0, log_every=100, sample_steps=16), timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    with (run / "log.csv").open() as f:
+        losses = [float(row["loss"]) for row in csv.DictReader(f)]
+    assert losses[-1] < losses[0] / 10, losses  # measured: 0.71 -> 0.019
+    mse = json.loads(next((run / "samples").glob("*.json")).read_text())["mse"]  # pixel MSE in 0..1 units
+    assert len(mse) == 8
+    assert max(mse) < 0.08, mse  # a wrong target is >= 0.11 away (different colour or place)
+
+
+def test_two_processes_on_cpu_end_identical_and_export_generates(data, tmp_path):
+    run = tmp_path / "ddp"
+    config = ROOT / "unifusion_core" / "train" / "accelerate_configs" / "cpu_ddp.yaml"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "-m",
+           "unifusion_core.train", *_args(data, run, max_steps=6, batch_size=2, save_every=3)]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stderr.count("exported ") == 1  # one export, by the main process of a 2-process group
+    final = json.loads((run / "final_state.json").read_text())
+    assert final["step"] == 6 and len(final["weights_sha256"]) == 2
+    assert final["weights_sha256"][0] == final["weights_sha256"][1]
+    pipe = UniFusionPipeline.from_files(run / "unifusion.safetensors", data / "vlm")
+    img = pipe(Request("red block top left", width=16, height=16, steps=2))
+    assert img.shape == (1, 16, 16, 3) and torch.isfinite(img).all()
+
+
+def test_kill_and_resume_matches_an_uninterrupted_run(data, tmp_path):
+    ref, run = tmp_path / "ref", tmp_path / "killed"
+    assert _train(_args(data, ref), timeout=600).returncode == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "unifusion_core.train", *_args(data, run)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (run / "state" / "latest").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "unifusion.safetensors").exists(), "the run finished before it could be killed"
+    killed_at = json.loads((run / "state" / (run / "state" / "latest").read_text() / "step.json").read_text())["step"]
+    assert 0 < killed_at < 12
+    r = _train(_args(data, run), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"resumed from" in r.stderr
+    a, b = load_file(str(ref / "unifusion.safetensors")), load_file(str(run / "unifusion.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bitwise on CPU
+    assert _steps(run) == list(range(1, 13))  # no step lost or repeated
+
+
+def test_bad_files_are_skipped_and_the_run_completes(data, tmp_path):
+    lines = []
+    for line in (data / "m.jsonl").read_text().splitlines():  # same records, absolute paths
+        rec = json.loads(line)
+        rec["target"] = str(data / rec["target"])
+        rec["refs"] = [str(data / r) for r in rec.get("refs", [])]
+        lines.append(json.dumps(rec))
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    lines += [json.dumps({"task": "t2i", "target": str(data / "missing.png"), "prompt": "gone"}),
+              json.dumps({"task": "t2i", "target": str(tmp_path / "corrupt.png"), "prompt": "broken"})]
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    run = tmp_path / "bad"
+    r = _train(_args(data, run, manifest=tmp_path / "m.jsonl", max_steps=3, save_every=0))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "skipping manifest line 9" in r.stderr and "skipping manifest line 10" in r.stderr
+    with (run / "log.csv").open() as f:
+        assert int(list(csv.DictReader(f))[-1]["skipped"]) == 2
+    assert (run / "unifusion.safetensors").exists()
+
+
+def test_bad_manifest_stops_cleanly_with_one_sentence(data, tmp_path):
+    (tmp_path / "m.jsonl").write_text('{"task": "t2i", "target": "a.png", "prompt": "x"}\n{oops\n')
+    r = _train(_args(data, tmp_path / "run", manifest=tmp_path / "m.jsonl"))
+    assert r.returncode == 2 and "line 2: not valid JSON" in r.stderr and "Traceback" not in r.stderr

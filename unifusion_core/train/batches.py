@@ -1,0 +1,132 @@
+"""Turns record indices into model inputs: kept VLM features, model-space latents, sigma and noise.
+
+Legend: B batch, Lv tapped layers, T kept tokens, Dv VLM width, C latent channels, h/w latent size.
+
+Per micro-step and process, one generator seeded from (seed, micro_step, rank) decides everything
+random (recon batch or not, VERIFI or raw prompt, CFG dropout, sigma, noise), so a resumed run
+replays exactly what an uninterrupted one would have done.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .. import flow, latent
+from ..vlm import PLAIN_ROLES, VERIFI_ROLES, Prompt
+from .data import Dataset, fit_to
+
+log = logging.getLogger(__name__)
+
+RECON_INSTRUCTION = "Reconstruct this image."
+
+
+def training_shift(t, tokens: int) -> float:
+    """The sigma shift for ``tokens`` latent patches: fixed when configured, else SD3's
+    resolution-dependent one, never below 1 (less noise than the plain schedule)."""
+    return t.shift or max(1.0, flow.resolution_shift(tokens))
+
+
+def step_generator(seed: int, micro_step: int, rank: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + micro_step) * 4099 + rank)
+
+
+class BatchMaker:
+    def __init__(self, tcfg, ucfg, ds: Dataset, vlm, vae=None, device="cpu"):
+        self.tcfg, self.ucfg, self.ds, self.vlm, self.vae, self.device = tcfg, ucfg, ds, vlm, vae, device
+        self.memory: dict = {}
+        self.folder = (Path(tcfg.feature_cache) if tcfg.feature_cache not in ("online", "memory") else None)
+        if self.folder:
+            self.folder.mkdir(parents=True, exist_ok=True)
+
+    # -- conditioning -------------------------------------------------------------------------------
+    def prompt_for(self, rec, mode, target, refs) -> tuple[Prompt, tuple]:
+        """The VLM conversation and the kept roles of a record in ``mode`` (raw | verifi | recon)."""
+        if mode == "recon":
+            return Prompt(RECON_INSTRUCTION, images=[target]), PLAIN_ROLES
+        if mode == "verifi":
+            system = self.ucfg.system_prompts.get(rec.task) or self.ucfg.system_prompts.get("t2i")
+            return Prompt(rec.prompt, system=system, images=refs, generated=rec.rewrite), VERIFI_ROLES
+        return Prompt(rec.prompt, images=refs), PLAIN_ROLES
+
+    def _cache_key(self, idx, mode):
+        rec = self.ds.records[idx]
+        text = f"{rec.target}|{rec.prompt}|{rec.rewrite}|{mode}|{self.ucfg.vlm.layers}|{self.vlm.identity}"
+        return hashlib.sha1(text.encode()).hexdigest()
+
+    def features(self, items) -> list[torch.Tensor]:
+        """items: [(record index, mode, target PIL, refs)] -> kept hidden states, each (Lv, T, Dv)."""
+        out, todo = [None] * len(items), []
+        for n, (idx, mode, target, refs) in enumerate(items):
+            key = self._cache_key(idx, mode)
+            cached = self._lookup(key)
+            if cached is None:
+                todo.append((n, key, *self.prompt_for(self.ds.records[idx], mode, target, refs)))
+            else:
+                out[n] = cached
+        for roles in {t[3] for t in todo}:
+            group = [t for t in todo if t[3] == roles]
+            with torch.no_grad():
+                feats = self.vlm.encode([t[2] for t in group], layers=self.ucfg.vlm.layers)
+            hidden, mask = feats.keep(roles)  # (b, Lv, T, Dv), (b, T)
+            for row, (n, key, *_rest) in enumerate(group):
+                kept = hidden[row, :, : int(mask[row].sum())].to("cpu", torch.float16)  # (Lv, T, Dv)
+                self._store(key, kept)
+                out[n] = kept
+        return out
+
+    def _lookup(self, key):
+        if key in self.memory:
+            return self.memory[key]
+        if self.folder and (self.folder / f"{key}.safetensors").exists():
+            return load_file(str(self.folder / f"{key}.safetensors"))["hidden"]
+        return None
+
+    def _store(self, key, kept):
+        if self.tcfg.feature_cache == "memory":
+            self.memory[key] = kept
+        elif self.folder:
+            save_file({"hidden": kept.contiguous()}, str(self.folder / f"{key}.safetensors"))
+
+    # -- targets --------------------------------------------------------------------------------
+    def to_model_space(self, target, size) -> torch.Tensor:
+        pixels = fit_to(target, size)  # (3, H, W) in [-1, 1]
+        if self.ucfg.sampling.latent_format == "pixel":
+            return pixels
+        vparam = next(self.vae.parameters())
+        with torch.no_grad():
+            raw = self.vae.encode(pixels[None].to(vparam.device, vparam.dtype))[0].float().cpu()
+        return latent.process_in(raw, "flux16")
+
+    # -- the batch ------------------------------------------------------------------------------
+    def make(self, indices, micro_step: int, rank: int) -> dict:
+        t = self.tcfg
+        g = step_generator(t.seed, micro_step, rank)
+        recon_batch = float(torch.rand((), generator=g)) < t.recon_share
+        size = self.ds.buckets[self.ds.assignment[indices[0]]]
+        items, x0 = [], []
+        for i in indices:
+            j, target, refs = self.ds.load(i)
+            rec = self.ds.records[j]
+            verifi = float(torch.rand((), generator=g)) < t.verifi_share and rec.rewrite is not None
+            mode = "recon" if recon_batch or rec.task == "recon" else ("verifi" if verifi else "raw")
+            items.append((j, mode, target, refs))
+            x0.append(self.to_model_space(target, size))
+        kept = self.features(items)
+        T = max(k.shape[1] for k in kept)
+        Lv, Dv = kept[0].shape[0], kept[0].shape[2]
+        hidden = torch.zeros(len(kept), Lv, T, Dv)
+        mask = torch.zeros(len(kept), T, dtype=torch.bool)
+        for n, k in enumerate(kept):
+            hidden[n, :, : k.shape[1]] = k.float()
+            mask[n, : k.shape[1]] = True
+        x0 = torch.stack(x0)  # (B, C, h, w)
+        shift = training_shift(t, x0.shape[-2] * x0.shape[-1] // self.ucfg.dit.patch_size ** 2)
+        sigma = flow.sample_sigmas(len(indices), shift=shift, mean=t.logit_mean, std=t.logit_std, generator=g)
+        noise = torch.randn(x0.shape, generator=g)
+        drop = torch.rand(len(indices), generator=g) < t.cfg_dropout
+        return {k: v.to(self.device) for k, v in dict(hidden=hidden, mask=mask, x0=x0, sigma=sigma, noise=noise,
+                                                       drop=drop).items()} | {"modes": [m for _, m, _, _ in items]}
