@@ -27,7 +27,7 @@ $(VENV457)/.installed: requirements.txt requirements-test.txt
 	touch $@
 
 test-compat: $(VENV457)/.installed
-	$(PY457) -m pytest -q -rs tests/test_vlm_families.py tests/test_vlm_layers.py tests/test_vlm_loader.py tests/test_pipeline.py
+	$(PY457) -m pytest -q -rs tests/test_vlm_families.py tests/test_vlm_layers.py tests/test_vlm_loader.py tests/test_verifi_generate.py tests/test_verifi_decoding.py tests/test_verifi_cache.py tests/test_verifi_api.py tests/test_pipeline.py
 
 demo: $(STAMP)
 	$(PY) -m unifusion_core demo --out demo_out
