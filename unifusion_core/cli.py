@@ -96,6 +96,14 @@ def cmd_presets(args) -> int:
     return 0
 
 
+def cmd_tiny_vlm(args) -> int:
+    from .vlm import build_tiny_vlm
+
+    path = build_tiny_vlm(args.family, args.out, seed=args.seed, num_layers=args.layers, hidden_size=args.hidden)
+    print(f"wrote a tiny RANDOM {args.family} VLM folder (for smoke tests, not for real use): {path}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -132,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("info", help="print a checkpoint's config").add_argument("checkpoint")
     sub.choices["info"].set_defaults(func=cmd_info)
     sub.add_parser("presets", help="list model presets and sizes").set_defaults(func=cmd_presets)
+    v = sub.add_parser("tiny-vlm", help="write a tiny random HF VLM folder (smoke tests of the loader/trainer)")
+    v.add_argument("--family", default="qwen2_5_vl", help="qwen2_5_vl | qwen3_vl | internvl | gemma3 | smolvlm | llm")
+    v.add_argument("--out", required=True)
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--layers", type=int, default=4)
+    v.add_argument("--hidden", type=int, default=64)
+    v.set_defaults(func=cmd_tiny_vlm)
     d = sub.add_parser("demo", help="end-to-end run on a tiny untrained model")
     d.add_argument("--out", default="demo_out")
     d.set_defaults(func=cmd_demo)
