@@ -8,4 +8,4 @@ try:
 except ImportError:  # imported outside a package or without ComfyUI: nothing to register
     pass
 
-WEB_DIRECTORY = None
+WEB_DIRECTORY = "./nodes/web"  # frontend extension: shows the VERIFI rewrite on its node

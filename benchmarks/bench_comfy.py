@@ -18,12 +18,12 @@ import argparse
 import importlib
 import importlib.util
 import os
-import platform
 import sys
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
+
+from common import best_of, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 COMFY = os.environ.get("COMFYUI_PATH")
@@ -41,16 +41,6 @@ def boot_comfy():
     mod = importlib.util.module_from_spec(spec)
     sys.modules[PACK] = mod
     spec.loader.exec_module(mod)
-
-
-def machine(torch) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"machine: {cpu}, {torch.get_num_threads()} torch threads, {gpu}, torch {torch.__version__}"
 
 
 def bench_files(tmp: Path, width: int, depth: int):
@@ -71,16 +61,6 @@ def bench_files(tmp: Path, width: int, depth: int):
     path = tmp / "bench.safetensors"
     ckpt_mod.save_checkpoint(path, cfg, pooler, model)
     return vlm_dir, path, cfg
-
-
-def best_of(fn, repeat=3):
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def bench_sampling(torch, path, cfg, size, steps, tokens=77):
@@ -118,10 +98,10 @@ def bench_sampling(torch, path, cfg, size, steps, tokens=77):
             torch.cuda.synchronize()
 
     with torch.inference_mode():
-        t_core = best_of(core_run)
-        t_comfy = best_of(comfy_run)
+        t_core = best_of(core_run, repeat=3)
+        t_comfy = best_of(comfy_run, repeat=3)
         patcher.model.diffusion_model.attn_fn = attention.attention_pytorch
-        t_comfy_sdpa = best_of(comfy_run)
+        t_comfy_sdpa = best_of(comfy_run, repeat=3)
     host_attn = attention.optimized_attention.__name__
     print(f"comfy_sampling_vs_core_forward = {t_comfy / t_core:.3f}x  (goal <= 1.03x)  "
           f"[{t_comfy:.3f}s vs {t_core:.3f}s, {steps} steps, {size}px, host attention {host_attn}]")
@@ -179,7 +159,7 @@ def main(argv=None):
     cuda = torch.cuda.is_available()
     size, width, depth = (a.size or (1024 if cuda else 256), a.width or (2048 if cuda else 384),
                           a.depth or (16 if cuda else 6))
-    print(machine(torch))
+    print(machine())
     with tempfile.TemporaryDirectory() as tmp:
         vlm_dir, path, cfg = bench_files(Path(tmp), width, depth)
         bench_sampling(torch, path, cfg, size, a.steps)

@@ -13,12 +13,9 @@ Exits 0 even when a goal is missed.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -26,27 +23,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import best_of, machine  # noqa: E402
+
 NUM_LAYERS, HIDDEN, KEEP = 32, 256, tuple(range(4, 32, 3))  # 10 of 32 layers, as in the paper
 PROMPT = "a red circle to the left of a small blue square on a grey background, " * 6
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"machine: {cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU only"
-
-
-def best_of(fn, repeat=5):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def bench_extraction(vlm_dir):

@@ -10,9 +10,7 @@ random VLM features of the preset's shapes (the frozen VLM's forward is not part
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -20,20 +18,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import best_of, machine  # noqa: E402
 from unifusion_core import flow  # noqa: E402
 from unifusion_core.checkpoint import build_modules  # noqa: E402
 from unifusion_core.config import PAPER_VLM, UniFusionConfig, VLMSpec  # noqa: E402
 from unifusion_core.train.trainer import Trainable  # noqa: E402
-
-
-def machine() -> str:
-    if torch.cuda.is_available():
-        return f"machine: {torch.cuda.get_device_name()}, torch {torch.__version__}"
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.machine()
-    return f"machine: {cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU only"
 
 
 def make_step(cfg, batch, px, tokens, device, dtype):
@@ -60,24 +49,11 @@ def make_step(cfg, batch, px, tokens, device, dtype):
     return step, n_params, seq
 
 
-def timed(step, warmup=2, iters=5, cuda=False):
-    for _ in range(warmup):
-        step()
-    if cuda:
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        step()
-    if cuda:
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / iters
-
-
 def cpu_toy():
     vlm = VLMSpec("Qwen2ForCausalLM", 12, 256, (4, 7, 10))
     cfg = UniFusionConfig.preset("toy", vlm)
     step, n, seq = make_step(cfg, batch=64, px=32, tokens=24, device=torch.device("cpu"), dtype=torch.bfloat16)
-    dt = timed(step)
+    dt = best_of(step, repeat=5, warmup=2)
     print(f"toy_train_samples_per_s = {64 / dt:.1f}  (goal > 0, reported)  [batch 64, 32x32 px, bf16 autocast, "
           f"{n / 1e6:.2f} M params, {seq} tokens, {dt:.3f} s/step]")
 
@@ -92,7 +68,7 @@ def gpu_mfu(peak_tflops):
         if depth:
             cfg = replace(cfg, dit=replace(cfg.dit, depth=depth))
         step, n, seq = make_step(cfg, batch, px, tokens=256, device=torch.device("cuda"), dtype=torch.bfloat16)
-        dt = timed(step, cuda=True)
+        dt = best_of(step, repeat=5, warmup=2)
         # 6 N per token for the weights (fwd + bwd) + attention 12 * depth * seq * D per token
         flops = batch * seq * (6 * n + 12 * cfg.dit.depth * seq * cfg.dit.hidden_size)
         mfu = flops / dt / (peak_tflops * 1e12)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -27,23 +26,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import machine  # noqa: E402
+
 NUM_LAYERS, HIDDEN = 12, 256
 SYSTEM = "Rewrite the request as a detailed description of the target image."
 INSTRUCTIONS = [f"place the {c} shape from image {i % 4 + 1} on the left of the others"
                 for i, c in enumerate(("red", "blue", "green", "yellow", "grey", "small"))]
-
-
-def machine(device: torch.device) -> str:
-    import transformers
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpu = f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ", CPU only"
-    return (f"machine: {cpu}, {torch.get_num_threads()} torch threads{gpu}, torch {torch.__version__}, "
-            f"transformers {transformers.__version__}")
 
 
 def build(tmp: Path, max_side: int, device: torch.device):
@@ -153,7 +141,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    print(machine(device))
+    print(machine())
     with tempfile.TemporaryDirectory() as tmp:
         vlm = build(Path(tmp), args.image_side, device)
         bench_decode(vlm, device, args.tokens, args.repeat)

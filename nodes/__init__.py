@@ -22,9 +22,11 @@ if ComfyExtension is not None:
     from .inspector import UniFusionLayerInspector
     from .loaders import UniFusionCheckpointLoader, UniFusionVLMLoader
     from .paths import register_folders
+    from .verifi import UniFusionVERIFIFromText, UniFusionVERIFIRewrite
 
     NODE_CLASSES.extend([UniFusionVLMLoader, UniFusionCheckpointLoader, UniFusionVLMFeatures, UniFusionImageList,
-                         UniFusionLAPConditioning, UniFusionEncode, UniFusionLayerInspector])
+                         UniFusionLAPConditioning, UniFusionEncode, UniFusionVERIFIRewrite, UniFusionVERIFIFromText,
+                         UniFusionLayerInspector])
 
     class UniFusionExtension(ComfyExtension):
         async def get_node_list(self):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import os
 from dataclasses import dataclass, field
 
@@ -11,6 +12,8 @@ import torch
 
 from ..unifusion_core.errors import UniFusionError
 from ..unifusion_core.vlm.prompts import ImageDetail
+
+log = logging.getLogger(__name__)
 
 TRANSFORMERS_MISSING = ("The UniFusion VLM nodes need the transformers package: install transformers>=4.57 "
                         "(pip install -r requirements.txt).")
@@ -117,3 +120,46 @@ def layer_spec(text: str, default):
     """Layer override widget: empty -> ``default``; otherwise the core's spec string ("4,7,10", "every 3 from 4")."""
     text = (text or "").strip()
     return default if not text else text
+
+
+# ---------------------------------------------------------------------------------------------
+# VERIFI node settings
+# ---------------------------------------------------------------------------------------------
+
+SYSTEM_PRESETS = ("checkpoint default", "t2i", "edit", "multi_ref", "custom")
+DECODING = ("greedy", "sample")
+
+
+def verifi_system(preset: str, custom: str, num_images: int, cfg=None) -> str:
+    """The VERIFI system prompt of the preset widget: 'checkpoint default' is the checkpoint's
+    training prompt for the task the image count implies (else the pack's preset of that task),
+    t2i / edit / multi_ref the pack's preset, 'custom' the custom text (which must not be empty)."""
+    from ..unifusion_core import verifi
+
+    if preset == "custom":
+        if not (custom or "").strip():
+            raise UserFacingError("The system prompt preset is 'custom' but the custom system text is empty; "
+                                  "write one or pick another preset.")
+        return custom.strip()
+    if (custom or "").strip():
+        log.warning("The custom system text is ignored because the system prompt preset is '%s', not 'custom'.",
+                    preset)
+    if preset == "checkpoint default":
+        return verifi.system_prompt(verifi.task_for(num_images), cfg)
+    if preset in verifi.PRESETS:
+        return verifi.PRESETS[preset]
+    raise UserFacingError(f"The system prompt preset should be one of {', '.join(SYSTEM_PRESETS)}, found {preset!r}.")
+
+
+def make_sampling(decoding: str, max_new_tokens: int, temperature: float, top_p: float, seed: int):
+    """Widget values -> the core's Sampling: greedy ignores temperature, top_p and seed."""
+    from ..unifusion_core.vlm.sampling import Sampling
+
+    if decoding == "greedy":
+        return Sampling(max_new_tokens=int(max_new_tokens))
+    if decoding != "sample":
+        raise UserFacingError(f"Decoding should be one of {', '.join(DECODING)}, found {decoding!r}.")
+    if not temperature > 0:
+        raise UserFacingError(f"Sampling needs a temperature above 0 (use greedy decoding for 0), found {temperature}.")
+    return Sampling(max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_p=float(top_p),
+                    seed=int(seed))

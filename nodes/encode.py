@@ -5,6 +5,8 @@ condition is ComfyUI's ConditioningZeroOut of it (zeros, same mask), as in train
 """
 from __future__ import annotations
 
+import contextlib
+
 import comfy.model_management as mm
 import comfy.utils
 import torch
@@ -42,18 +44,26 @@ def extract_features(vlm, instruction, system, image, detail, more, layers) -> F
     images, details = gather_images(image, detail, more)
     prompt = Prompt(instruction=instruction, system=(system or "").strip() or None, images=images,
                     detail=details or None)
-    mm.load_models_gpu([vlm.patcher], force_full_load=True)
     bar = comfy.utils.ProgressBar(1)
-    try:
+    with vlm_session(vlm, len(details)):
         feats = vlm.encoder.encode([prompt], layers, progress=lambda done, total: bar.update_absolute(done, total),
                                    should_stop=_should_stop)
+    return feats.to(mm.intermediate_device())
+
+
+@contextlib.contextmanager
+def vlm_session(vlm, num_images: int):
+    """The VLM on its device for one call; an interrupt ends the prompt as interrupted (ComfyUI's own
+    exception) and out-of-memory becomes a one-sentence error."""
+    mm.load_models_gpu([vlm.patcher], force_full_load=True)
+    try:
+        yield
     except InterruptedError:
         raise mm.InterruptProcessingException() from None
     except mm.OOM_EXCEPTION:
         mm.soft_empty_cache()
-        raise UniFusionError(f"The VLM ran out of memory on {len(details)} image(s); use fewer images or a "
+        raise UniFusionError(f"The VLM ran out of memory on {num_images} image(s); use fewer images or a "
                              f"lower max_pixels.") from None
-    return feats.to(mm.intermediate_device())
 
 
 def pool_condition(pooler, feats: Features, mode: str = "plain"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 
 import comfy.model_management as mm
-import torch
 from comfy_api.latest import io
 
 from ..unifusion_core.checkpoint import check_vlm

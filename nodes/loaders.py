@@ -6,6 +6,7 @@ import comfy.model_patcher
 import torch
 from comfy_api.latest import io
 
+from ..unifusion_core.vlm.prefix_cache import PrefixCache
 from . import paths
 from .comfy_model import load_unifusion
 from .common import (ATTN_IMPLEMENTATIONS, VLM_DTYPES, WEIGHT_DTYPES, VLMHandle, require_transformers,
@@ -36,12 +37,16 @@ class UniFusionVLMLoader(io.ComfyNode):
                 io.Boolean.Input("trust_remote_code", default=False,
                                  tooltip="Run Python code shipped inside the model folder. Leave off unless you "
                                          "trust the folder; the supported families do not need it."),
+                io.Int.Input("prefix_cache_mb", default=1024, min=0, max=1 << 20, step=64,
+                             tooltip="Memory (CPU RAM, MiB) for reusing the VLM's work on reference images when "
+                                     "only the instruction, rewrite or sampling change; 0 turns the cache off."),
             ],
             outputs=[VLM.Output(display_name="vlm", tooltip="The loaded VLM, for the UniFusion encode nodes.")],
         )
 
     @classmethod
-    def execute(cls, vlm_folder, dtype="auto", device="default", attention="auto", trust_remote_code=False):
+    def execute(cls, vlm_folder, dtype="auto", device="default", attention="auto", trust_remote_code=False,
+                prefix_cache_mb=1024):
         require_transformers()
         load_device = torch.device("cpu") if device == "cpu" else mm.get_torch_device()
         torch_dtype = _VLM_DTYPES.get(dtype) or _auto_dtype(load_device)
@@ -51,6 +56,8 @@ class UniFusionVLMLoader(io.ComfyNode):
             path = paths.vlm_path(vlm_folder)
             encoder = load_vlm(path, dtype=torch_dtype, device="cpu", trust_remote_code=trust_remote_code,
                                attn_implementation=None if attention == "auto" else attention)
+            # entries live in CPU RAM (moved to the VLM's device on a hit), outside ComfyUI's VRAM accounting
+            encoder.prefix_cache = PrefixCache(int(prefix_cache_mb) << 20, device="cpu") if prefix_cache_mb else None
         patcher = comfy.model_patcher.ModelPatcher(_Holder(encoder.model), load_device=load_device,
                                                    offload_device=torch.device("cpu"))
         return io.NodeOutput(VLMHandle(encoder, patcher, path))

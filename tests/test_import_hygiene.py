@@ -1,4 +1,4 @@
-import importlib
+
 import subprocess
 import sys
 from pathlib import Path

@@ -110,7 +110,7 @@ def test_kill_and_resume_matches_an_uninterrupted_run(data, tmp_path):
     assert 0 < killed_at < 12
     r = _train(_args(data, run), timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert f"resumed from" in r.stderr
+    assert "resumed from" in r.stderr
     a, b = load_file(str(ref / "unifusion.safetensors")), load_file(str(run / "unifusion.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bitwise on CPU
     assert _steps(run) == list(range(1, 13))  # no step lost or repeated

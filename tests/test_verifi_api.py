@@ -19,14 +19,6 @@ from unifusion_core.vlm.prefix_cache import PrefixCache
 from unifusion_core.vlm.sampling import Sampling
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def vlm(tmp_path_factory):
     return load_vlm(build_tiny_vlm("qwen2_5_vl", tmp_path_factory.mktemp("api-qwen")))

@@ -15,14 +15,6 @@ MULTIMODAL = [f for f in FAMILIES if f != "llm"]
 SYSTEM = "Describe the image in detail."
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _image(seed=0, size=(100, 80)):
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8))

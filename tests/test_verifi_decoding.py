@@ -10,14 +10,6 @@ from unifusion_core.vlm.sampling import Sampling, TokenPicker, top_p_filter
 PROMPT = Prompt("a red circle on a blue square", system="Describe the image in detail.")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def llm(tmp_path_factory):
     return load_vlm(build_tiny_vlm("llm", tmp_path_factory.mktemp("dec-llm")))

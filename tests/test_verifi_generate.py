@@ -27,15 +27,6 @@ def _image(seed=0, size=(100, 80)):
     return Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: one thread avoids oversubscription (much faster)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module", params=FAMILIES)
 def encoder(request, tmp_path_factory):
     return load_vlm(build_tiny_vlm(request.param, tmp_path_factory.mktemp(f"gen-{request.param}")))

@@ -27,7 +27,7 @@ def n(cls, title=None, **inputs):
 
 def loaders():
     return {"1": n("UniFusionVLMLoader", vlm_folder=VLM, dtype="auto", device="default", attention="auto",
-                   trust_remote_code=False),
+                   trust_remote_code=False, prefix_cache_mb=1024),
             "2": n("UniFusionCheckpointLoader", checkpoint=CKPT, weight_dtype="default"),
             "8": n("VAELoader", vae_name=VAE)}
 
@@ -102,8 +102,60 @@ def t2i_custom_sampler():
     return g
 
 
+VERIFI = "image + generated (VERIFI)"
+
+
+def rewrite_node(instruction, image=None):
+    ins = dict(vlm=["1", 0], instruction=instruction)
+    if image:
+        ins["image"] = image
+    ins.update(max_pixels=0, max_tiles=0, system_preset="checkpoint default", custom_system="", max_new_tokens=256,
+               decoding="greedy", temperature=0.7, top_p=0.9, seed=0, pooler=["2", 1])
+    return n("UniFusionVERIFIRewrite", "VERIFI Rewrite (the VLM describes the target image)", **ins)
+
+
+def verifi_condition(features):
+    return {"4": n("UniFusionLAPConditioning", pooler=["2", 1], features=features, tokens=VERIFI),
+            "5": n("ConditioningZeroOut", "Negative (null condition)", conditioning=["4", 0])}
+
+
+def verifi_t2i():
+    g = {**loaders(), "3": rewrite_node("a red fox sitting in fresh snow, golden hour, photo"),
+         **verifi_condition(["3", 0]), "11": n("PreviewAny", "Rewritten prompt", source=["3", 1])}
+    g.update(sample("7", "6", "9", "10", ["4", 0], ["5", 0], 42, "UniFusion/verifi_t2i"))
+    return g
+
+
+def verifi_edit():
+    g = {**loaders(), "11": n("LoadImage", image=REF1),
+         "3": rewrite_node("make it winter: snow on the ground, overcast sky", image=["11", 0]),
+         **verifi_condition(["3", 0]), "12": n("PreviewAny", "Rewritten prompt", source=["3", 1])}
+    g.update(sample("7", "6", "9", "10", ["4", 0], ["5", 0], 42, "UniFusion/verifi_edit"))
+    return g
+
+
+def verifi_edit_the_rewrite():
+    """Rewrite -> its text -> editable text nodes -> VERIFI From Text re-conditions on the edited text."""
+    g = {**loaders(),
+         "16": n("PrimitiveStringMultiline", "Instruction (shared by both VERIFI nodes)",
+                 value="a red fox sitting in fresh snow, golden hour, photo"),
+         "3": rewrite_node(["16", 0]),
+         "11": n("PreviewAny", "Original rewrite", source=["3", 1]),
+         "12": n("StringReplace", "Edit the rewrite: replace words", string=["3", 1], find="", replace=""),
+         "13": n("StringConcatenate", "Edit the rewrite: add text", string_a=["12", 0],
+                 string_b="The fox wears a small red scarf.", delimiter=" "),
+         "14": n("PreviewAny", "Edited rewrite (conditions the image)", source=["13", 0]),
+         "15": n("UniFusionVERIFIFromText", "VERIFI From Text (conditions on the edited rewrite)", vlm=["1", 0],
+                 instruction=["16", 0], max_pixels=0, max_tiles=0, system_preset="checkpoint default",
+                 custom_system="", rewrite=["13", 0], pooler=["2", 1]),
+         **verifi_condition(["15", 0])}
+    g.update(sample("7", "6", "9", "10", ["4", 0], ["5", 0], 42, "UniFusion/verifi_edit_the_rewrite"))
+    return g
+
+
 GRAPHS = {"t2i": t2i, "edit": edit, "compose_two_refs": compose, "chain_two_edits": chain,
-          "t2i_custom_sampler": t2i_custom_sampler}
+          "t2i_custom_sampler": t2i_custom_sampler, "verifi_t2i": verifi_t2i, "verifi_edit": verifi_edit,
+          "verifi_edit_the_rewrite": verifi_edit_the_rewrite}
 
 
 def ordered(api: dict, object_info: dict) -> dict:
@@ -131,7 +183,13 @@ def to_ui(api: dict, object_info: dict) -> dict:
                 link_id += 1
                 links.append([link_id, int(value[0]), value[1], int(nid), len(inputs), spec[0]])
                 out_links.setdefault((value[0], value[1]), []).append(link_id)
-                inputs.append({"name": name, "type": spec[0], "link": link_id})
+                socket = {"name": name, "type": spec[0], "link": link_id}
+                if is_widget(spec):  # a widget fed by a link keeps its value slot, as the frontend saves it
+                    socket["widget"] = {"name": name}
+                    widgets.append(spec[1].get("default", "") if len(spec) > 1 else "")
+                    if has_control(spec):
+                        widgets.append("fixed")
+                inputs.append(socket)
             else:
                 widgets.append(value)
                 if has_control(spec):

@@ -9,12 +9,15 @@ from pathlib import Path
 import fixtures
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
-WORKFLOW_NAMES = ("t2i", "edit", "compose_two_refs", "chain_two_edits", "t2i_custom_sampler")
+WORKFLOW_NAMES = ("t2i", "edit", "compose_two_refs", "chain_two_edits", "t2i_custom_sampler", "verifi_t2i",
+                  "verifi_edit", "verifi_edit_the_rewrite")
 
 
-def load_api(name: str, *, pixel: bool = False, size: int | None = None, steps: int = 3) -> dict:
+def load_api(name: str, *, pixel: bool = False, size: int | None = None, steps: int = 3,
+             rewrite_tokens: int = 24) -> dict:
     """An API workflow with placeholders replaced by fixtures, small sizes and few steps; with
-    ``pixel`` the flux16 graph is switched to the pixel checkpoint, pixel-space latents and VAE."""
+    ``pixel`` the flux16 graph is switched to the pixel checkpoint, pixel-space latents and VAE; VERIFI
+    rewrites are capped at ``rewrite_tokens`` tokens."""
     graph = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
     for node in graph.values():
         ins = node["inputs"]
@@ -28,6 +31,8 @@ def load_api(name: str, *, pixel: bool = False, size: int | None = None, steps: 
                 ins.update(width=size or 32, height=size or 32)
         if node["class_type"] in ("KSampler", "BasicScheduler"):
             ins["steps"] = steps
+        if node["class_type"] == "UniFusionVERIFIRewrite":
+            ins["max_new_tokens"] = rewrite_tokens
         if pixel and node["class_type"] == "UniFusionCheckpointLoader":
             ins["checkpoint"] = fixtures.CKPT_PIXEL
         if pixel and node["class_type"] == "VAELoader":
@@ -53,7 +58,7 @@ def pixel_graph(prompt="a red square on blue", *, seed=1, sampler="euler", sched
 
     ``negative``: None = ConditioningZeroOut of the positive, or a prompt text for its own encode."""
     g = {"1": n("UniFusionVLMLoader", vlm_folder=fixtures.VLM_NAME, dtype="auto", device="default",
-                attention="auto", trust_remote_code=False),
+                attention="auto", trust_remote_code=False, prefix_cache_mb=1024),
          "2": n("UniFusionCheckpointLoader", checkpoint=ckpt, weight_dtype="default"),
          "3": n("UniFusionEncode", vlm=["1", 0], pooler=["2", 1], instruction=prompt, system_prompt="",
                 max_pixels=0, max_tiles=0),

@@ -26,6 +26,9 @@ nodes = importlib.import_module("ufpack.nodes")
 encode = importlib.import_module("ufpack.nodes.encode")
 loaders = importlib.import_module("ufpack.nodes.loaders")
 inspector = importlib.import_module("ufpack.nodes.inspector")
+verifi_nodes = importlib.import_module("ufpack.nodes.verifi")
+core_verifi = importlib.import_module("ufpack.unifusion_core.verifi")
+core_generate = importlib.import_module("ufpack.unifusion_core.vlm.generate")
 nodes.register_folders()
 out = {}
 
@@ -53,6 +56,7 @@ with torch.inference_mode():
     cond = first(encode.UniFusionLAPConditioning.execute(pooler, with_refs))
     tokens, extras = cond[0]
     out["cond_shape"] = list(tokens.shape)
+    out["cond_width"] = int(pooler.config.lap.out_dim)
     out["mask_sum"] = float(extras["attention_mask"].sum())
     out["cond_finite"] = bool(torch.isfinite(tokens).all())
     one_node = first(encode.UniFusionEncode.execute(vlm, pooler, "a red fox", image=img_a, more_images=chain))
@@ -68,4 +72,66 @@ with torch.inference_mode():
             out[name] = str(err)
     plot = first(inspector.UniFusionLayerInspector.execute(pooler, with_refs))
     out["plot_shape"] = list(plot.shape)
+
+    # VERIFI: the random tiny VLM writes byte soup that does not re-tokenize to the same ids, so the decoder is
+    # made to write a clean text (token choice only; the pass and its capture are the real ones). From Text with
+    # the Rewrite's text must then give the Rewrite's conditioning.
+    instruction, clean = "make it winter", "a snowy field under a grey sky with a red fox"
+    system = core_verifi.system_prompt("edit", pooler.config)
+    forced = core_generate.answer_ids(vlm.encoder, core_verifi.verifi_prompt(instruction, [img_c], system=system),
+                                      clean, 1)
+
+    class ForcedPicker:
+        def __init__(self, sampling, stop_ids, banned_ids, seed):
+            self.stop = min(stop_ids)
+
+        def pick(self, logits, step):
+            return forced[step] if step < len(forced) else self.stop
+
+    real_picker, core_generate.TokenPicker = core_generate.TokenPicker, ForcedPicker
+    cache = vlm.encoder.prefix_cache
+    hits = cache.hits
+    try:
+        feats, text = verifi_nodes.UniFusionVERIFIRewrite.execute(vlm, instruction, image=img_c, max_new_tokens=64,
+                                                                  pooler=pooler).args
+    finally:
+        core_generate.TokenPicker = real_picker
+    taught = first(verifi_nodes.UniFusionVERIFIFromText.execute(vlm, instruction, image=img_c, rewrite=text,
+                                                                pooler=pooler))
+    verifi_mode = "image + generated (VERIFI)"
+    c_gen = first(encode.UniFusionLAPConditioning.execute(pooler, feats, tokens=verifi_mode))[0]
+    c_tf = first(encode.UniFusionLAPConditioning.execute(pooler, taught, tokens=verifi_mode))[0]
+    out["verifi_text"] = text
+    out["verifi_forced_ids_match"] = list(feats.generated_ids[0]) == list(forced)
+    out["verifi_from_text_err"] = float((c_gen[0] - c_tf[0]).abs().max()) if c_gen[0].shape == c_tf[0].shape else None
+    out["verifi_masks_equal"] = bool(torch.equal(c_gen[1]["attention_mask"], c_tf[1]["attention_mask"]))
+    out["verifi_generated_tokens"] = int((feats.roles == 4).sum())
+    out["verifi_image_tokens"] = int((feats.roles == 3).sum())
+    out["verifi_mask_sum"] = float(c_gen[1]["attention_mask"].sum())
+    out["prefix_cache_hits"] = cache.hits - hits
+    # the real decoder, sampled: the same seed gives the same rewrite and features, another seed another rewrite
+    runs = [verifi_nodes.UniFusionVERIFIRewrite.execute(vlm, "a red fox", max_new_tokens=16, decoding="sample",
+                                                        temperature=1.0, seed=s, pooler=pooler).args
+            for s in (5, 5, 6)]
+    out["verifi_same_seed_equal"] = runs[0][1] == runs[1][1] and bool(torch.equal(runs[0][0].hidden, runs[1][0].hidden))
+    out["verifi_other_seed_differs"] = runs[0][1] != runs[2][1]
+    out["verifi_t2i_image_tokens"] = int((runs[0][0].roles == 3).sum())
+    # progress: one update per generated token (greedy on the random VLM never stops early)
+    import comfy.utils
+
+    ticks = []
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: ticks.append((value, total)))
+    try:
+        verifi_nodes.UniFusionVERIFIRewrite.execute(vlm, "count my tokens", max_new_tokens=12, pooler=pooler)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+    out["verifi_progress"] = ticks
+    errors = {"custom_empty": lambda: verifi_nodes.UniFusionVERIFIRewrite.execute(vlm, "x", system_preset="custom"),
+              "from_text_empty": lambda: verifi_nodes.UniFusionVERIFIFromText.execute(vlm, "x", rewrite="  ")}
+    for name, call in errors.items():
+        try:
+            call()
+            out[name] = None
+        except ValueError as err:
+            out[name] = str(err)
 print(json.dumps(out))

@@ -8,7 +8,8 @@ from graphs import edited, n, pixel_graph
 from host import error_of
 
 NODE_IDS = ["UniFusionVLMLoader", "UniFusionCheckpointLoader", "UniFusionVLMFeatures", "UniFusionImageList",
-            "UniFusionLAPConditioning", "UniFusionEncode", "UniFusionLayerInspector"]
+            "UniFusionLAPConditioning", "UniFusionEncode", "UniFusionVERIFIRewrite", "UniFusionVERIFIFromText",
+            "UniFusionLayerInspector"]
 
 
 def test_object_info_lists_every_node_with_docs(host):

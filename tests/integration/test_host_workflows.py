@@ -33,7 +33,7 @@ def _seeded(graph, seed):
     return edited(graph, **{sampler: {key: seed}})
 
 
-@pytest.mark.parametrize("name", ["t2i", "t2i_custom_sampler"])
+@pytest.mark.parametrize("name", ["t2i", "t2i_custom_sampler", "verifi_t2i"])
 def test_seeds(host, name):
     graph = load_api(name, pixel=True)
     save = next(nid for nid, n in graph.items() if n["class_type"] == "SaveImage")
