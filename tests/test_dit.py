@@ -141,3 +141,17 @@ def test_refining_once_equals_refining_every_call():
     torch.testing.assert_close(dit(x, t, attention_mask=mask, refined_context=refined), dit(x, t, ctx, mask))
     with pytest.raises(UniFusionError, match=f"\\(B, T, {cfg.dit.hidden_size}\\)"):
         dit(x, t, attention_mask=mask, refined_context=torch.randn(2, 5, 7))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    cfg, _, dit = tiny_modules()
+    randomize_(dit)
+    x, t, ctx = torch.randn(2, 3, 8, 8), torch.tensor([0.3, 0.6]), torch.randn(2, 4, cfg.dit.cond_dim)
+    dit.train()
+    dit(x, t, ctx).square().mean().backward()
+    ref = {n: p.grad.clone() for n, p in dit.named_parameters()}
+    dit.zero_grad()
+    dit.gradient_checkpointing = True
+    dit(x, t, ctx).square().mean().backward()
+    for n, p in dit.named_parameters():
+        torch.testing.assert_close(p.grad, ref[n], msg=n)

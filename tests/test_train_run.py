@@ -140,3 +140,27 @@ def test_bad_manifest_stops_cleanly_with_one_sentence(data, tmp_path):
     (tmp_path / "m.jsonl").write_text('{"task": "t2i", "target": "a.png", "prompt": "x"}\n{oops\n')
     r = _train(_args(data, tmp_path / "run", manifest=tmp_path / "m.jsonl"))
     assert r.returncode == 2 and "line 2: not valid JSON" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_flux16_training_with_folder_caches_and_grad_checkpointing(data, tmp_path):
+    """A flux16 model through the FLUX.1-format VAE, VLM features and target latents cached on disk."""
+    from unifusion_core.vae import FluxAEConfig, FluxAutoEncoder, save_flux_vae
+
+    torch.manual_seed(0)
+    vae = FluxAutoEncoder(FluxAEConfig.tiny())
+    vae.init_weights()
+    save_flux_vae(vae, tmp_path / "ae.safetensors")
+    run, feats, lats = tmp_path / "flux", tmp_path / "feat_cache", tmp_path / "latent_cache"
+    args = _args(data, run, latent_format="flux16", vae=tmp_path / "ae.safetensors", max_steps=3, save_every=0,
+                 feature_cache=feats, latent_cache=lats, grad_checkpointing="true", batch_size=8)
+    r = _train(args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(list(feats.glob("*.safetensors"))) >= 8 and len(list(lats.glob("*.safetensors"))) == 8
+    stamp = {p: p.stat().st_mtime_ns for p in lats.glob("*.safetensors")}
+    r = _train(_args(data, tmp_path / "again", latent_format="flux16", vae=tmp_path / "ae.safetensors",
+                     max_steps=2, save_every=0, feature_cache=feats, latent_cache=lats))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in lats.glob("*.safetensors")} == stamp  # reused, not re-encoded
+    pipe = UniFusionPipeline.from_files(run / "unifusion.safetensors", data / "vlm", tmp_path / "ae.safetensors")
+    assert pipe.cfg.sampling.latent_format == "flux16"
+    assert pipe(Request("red block top left", width=16, height=16, steps=2)).shape == (1, 16, 16, 3)

@@ -34,13 +34,37 @@ def step_generator(seed: int, micro_step: int, rank: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + micro_step) * 4099 + rank)
 
 
+class TensorCache:
+    """Tensors by key: "online" keeps nothing, "memory" a dict, any other value is a folder of
+    safetensors files (one per key), shareable between runs and processes."""
+
+    def __init__(self, mode: str):
+        self.mode, self.memory = mode, {}
+        self.folder = Path(mode) if mode not in ("online", "memory") else None
+        if self.folder:
+            self.folder.mkdir(parents=True, exist_ok=True)
+
+    def get(self, key):
+        if key in self.memory:
+            return self.memory[key]
+        if self.folder and (self.folder / f"{key}.safetensors").exists():
+            return load_file(str(self.folder / f"{key}.safetensors"))["t"]
+        return None
+
+    def put(self, key, value: torch.Tensor):
+        if self.mode == "memory":
+            self.memory[key] = value
+        elif self.folder:
+            tmp = self.folder / f".{key}.tmp"
+            save_file({"t": value.contiguous()}, str(tmp))
+            tmp.replace(self.folder / f"{key}.safetensors")  # atomic: other processes may read it
+
+
 class BatchMaker:
     def __init__(self, tcfg, ucfg, ds: Dataset, vlm, vae=None, device="cpu"):
         self.tcfg, self.ucfg, self.ds, self.vlm, self.vae, self.device = tcfg, ucfg, ds, vlm, vae, device
-        self.memory: dict = {}
-        self.folder = (Path(tcfg.feature_cache) if tcfg.feature_cache not in ("online", "memory") else None)
-        if self.folder:
-            self.folder.mkdir(parents=True, exist_ok=True)
+        self.feature_cache = TensorCache(tcfg.feature_cache)  # kept VLM states, fp16, selected layers
+        self.latent_cache = TensorCache(tcfg.latent_cache)  # target latents (VAE encodes) per bucket
 
     # -- conditioning -------------------------------------------------------------------------------
     def prompt_for(self, rec, mode, target, refs) -> tuple[Prompt, tuple]:
@@ -62,7 +86,7 @@ class BatchMaker:
         out, todo = [None] * len(items), []
         for n, (idx, mode, target, refs) in enumerate(items):
             key = self._cache_key(idx, mode)
-            cached = self._lookup(key)
+            cached = self.feature_cache.get(key)
             if cached is None:
                 todo.append((n, key, *self.prompt_for(self.ds.records[idx], mode, target, refs)))
             else:
@@ -74,32 +98,24 @@ class BatchMaker:
             hidden, mask = feats.keep(roles)  # (b, Lv, T, Dv), (b, T)
             for row, (n, key, *_rest) in enumerate(group):
                 kept = hidden[row, :, : int(mask[row].sum())].to("cpu", torch.float16)  # (Lv, T, Dv)
-                self._store(key, kept)
+                self.feature_cache.put(key, kept)
                 out[n] = kept
         return out
 
-    def _lookup(self, key):
-        if key in self.memory:
-            return self.memory[key]
-        if self.folder and (self.folder / f"{key}.safetensors").exists():
-            return load_file(str(self.folder / f"{key}.safetensors"))["hidden"]
-        return None
-
-    def _store(self, key, kept):
-        if self.tcfg.feature_cache == "memory":
-            self.memory[key] = kept
-        elif self.folder:
-            save_file({"hidden": kept.contiguous()}, str(self.folder / f"{key}.safetensors"))
-
     # -- targets --------------------------------------------------------------------------------
-    def to_model_space(self, target, size) -> torch.Tensor:
+    def to_model_space(self, idx, target, size) -> torch.Tensor:
+        """Record ``idx``'s target at bucket ``size`` in the DiT's space (C, h, w); VAE encodes are cached."""
         pixels = fit_to(target, size)  # (3, H, W) in [-1, 1]
         if self.ucfg.sampling.latent_format == "pixel":
             return pixels
-        vparam = next(self.vae.parameters())
-        with torch.no_grad():
-            raw = self.vae.encode(pixels[None].to(vparam.device, vparam.dtype))[0].float().cpu()
-        return latent.process_in(raw, "flux16")
+        key = hashlib.sha1(f"{self.ds.records[idx].target}|{size}|flux16".encode()).hexdigest()
+        raw = self.latent_cache.get(key)
+        if raw is None:
+            vparam = next(self.vae.parameters())
+            with torch.no_grad():
+                raw = self.vae.encode(pixels[None].to(vparam.device, vparam.dtype))[0].float().cpu()
+            self.latent_cache.put(key, raw)
+        return latent.process_in(raw.float(), "flux16")
 
     # -- the batch ------------------------------------------------------------------------------
     def make(self, indices, micro_step: int, rank: int) -> dict:
@@ -114,7 +130,7 @@ class BatchMaker:
             verifi = float(torch.rand((), generator=g)) < t.verifi_share and rec.rewrite is not None
             mode = "recon" if recon_batch or rec.task == "recon" else ("verifi" if verifi else "raw")
             items.append((j, mode, target, refs))
-            x0.append(self.to_model_space(target, size))
+            x0.append(self.to_model_space(j, target, size))
         kept = self.features(items)
         T = max(k.shape[1] for k in kept)
         Lv, Dv = kept[0].shape[0], kept[0].shape[2]

@@ -34,7 +34,8 @@ class TrainConfig:
     recon_share: float = 0.03  # share of batches that reconstruct a T2I target given to the VLM
     verifi_share: float = 0.9  # records with a rewrite use it (VERIFI conditioning) this often
     cfg_dropout: float = 0.1  # share of samples whose condition is zeroed (ConditioningZeroOut null)
-    feature_cache: str = "memory"  # "online" (encode every step) | "memory" | a folder for fp16 shards
+    feature_cache: str = "memory"  # "online" (encode every step) | "memory" | a folder of fp16 tensors
+    latent_cache: str = "memory"  # VAE-encoded targets (flux16): "online" | "memory" | a folder
     system_prompt_t2i: str = ""  # "" = the package preset
     system_prompt_edit: str = ""
     # --- optimisation ----------------------------------------------------------------------------
@@ -67,8 +68,9 @@ class TrainConfig:
     def __post_init__(self):
         if self.pooler not in ("lap", "last_layer"):
             raise UniFusionError(f"pooler must be 'lap' or 'last_layer', found {self.pooler!r}.")
-        if self.feature_cache not in ("online", "memory") and not self.feature_cache:
-            raise UniFusionError("feature_cache must be 'online', 'memory' or a folder, found an empty value.")
+        for name in ("feature_cache", "latent_cache"):
+            if not getattr(self, name):
+                raise UniFusionError(f"{name} must be 'online', 'memory' or a folder, found an empty value.")
         for name in ("recon_share", "verifi_share", "cfg_dropout"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
