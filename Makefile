@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 VENV457 ?= .venv457
 PY457 := $(VENV457)/bin/python
 
-.PHONY: test test-compat demo bench clean
+.PHONY: test test-compat demo bench toy-train clean
 
 $(STAMP): requirements.txt requirements-test.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,6 +31,12 @@ test-compat: $(VENV457)/.installed
 
 demo: $(STAMP)
 	$(PY) -m unifusion_core demo --out demo_out
+
+# the shapes-world demo models from scratch: the toy VLM, then the toy UniFusion (T2I, then edit
+# fine-tune) with the project's trainer, plus the equal-budget ablations
+toy-train: $(STAMP)
+	$(PY) -m unifusion_core.toy train-vlm --out models/toy/vlm --minutes 30
+	$(PY) -m unifusion_core.toy.recipe --vlm models/toy/vlm --out runs/toy --ablations
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_core.py
