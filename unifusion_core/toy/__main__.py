@@ -1,4 +1,5 @@
-"""``python -m unifusion_core.toy {write,check,show}``: write a shapes dataset, check it, show a scene."""
+"""``python -m unifusion_core.toy {write,check,show,train-vlm,eval-vlm}``: write a shapes dataset, check
+it, show a scene, train the toy VLM from scratch, measure a toy VLM folder."""
 from __future__ import annotations
 
 import argparse
@@ -58,6 +59,22 @@ def cmd_show(args) -> None:
             log.info("%s: %s", split, paraphrase(scene, rng, split))
 
 
+def cmd_train_vlm(args) -> None:
+    from .vlm_train import parse_args, train
+
+    train(parse_args(args.rest))  # every option after train-vlm belongs to the trainer
+
+
+def cmd_eval_vlm(args) -> None:
+    import torch
+
+    from .vlm_train import evaluate
+
+    torch.set_num_threads(args.threads)
+    results = evaluate(args.folder, n=args.n, seed=args.seed, tasks=tuple(args.tasks.split(",")))
+    log.info("%s", json.dumps(results, indent=2))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m unifusion_core.toy", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -80,12 +97,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--n", type=int, default=3, help="paraphrases per split")
     s.set_defaults(func=cmd_show)
+    t = sub.add_parser("train-vlm", help="train the toy VLM from scratch (see vlm_train.parse_args)",
+                       add_help=False)
+    t.set_defaults(func=cmd_train_vlm)
+    e = sub.add_parser("eval-vlm", help="caption / rewrite accuracy of a toy VLM folder (greedy)")
+    e.add_argument("folder")
+    e.add_argument("--n", type=int, default=200, help="scenes per task")
+    e.add_argument("--seed", type=int, default=12345)
+    e.add_argument("--tasks", default="caption,t2i,edit", help="comma-separated: caption,t2i,edit,pick")
+    e.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    e.set_defaults(func=cmd_eval_vlm)
     return p
 
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "train-vlm":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
     try:
         args.func(args)
     except UniFusionError as err:

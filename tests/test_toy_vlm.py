@@ -1,0 +1,82 @@
+"""The toy VLM: untrained folder loads through load_vlm, tokenizer covers the language, training
+reduces the loss (tiny "test" preset, CPU, a few seconds)."""
+import random
+
+import pytest
+import torch
+
+from unifusion_core.toy.language import edit_instruction, paraphrase, vocabulary, words
+from unifusion_core.toy.tasks import apply_edit
+from unifusion_core.toy.toy_vlm import SPECIALS, ToyVLMConfig, build_model, build_tokenizer, build_toy_vlm
+from unifusion_core.toy.vlm_train import TASKS, VLMTrainConfig, _encoder, answer_loss, sample_batch
+from unifusion_core.toy.world import random_scene, render
+from unifusion_core.verifi import PRESETS, system_prompt
+from unifusion_core.vlm import load_vlm
+from unifusion_core.vlm.features import Role
+from unifusion_core.vlm.prompts import Prompt
+from unifusion_core.vlm.sampling import Sampling
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return build_toy_vlm(tmp_path_factory.mktemp("toyvlm"), ToyVLMConfig.preset("test"))
+
+
+def test_tokenizer_covers_language():
+    tok = build_tokenizer()
+    unk = tok.convert_tokens_to_ids("<unk>")
+    rng = random.Random(0)
+    texts = [" ".join(vocabulary()), *PRESETS.values()]
+    for _ in range(50):
+        scene = random_scene(rng)
+        texts.append(paraphrase(scene, rng, rng.choice(("train", "heldout"))))
+        kind = rng.choice(("recolor", "move", "resize", "reshape", "background"))
+        target, fields = apply_edit(scene, kind, rng)
+        texts.append(edit_instruction(kind, scene, rng, **fields))
+    for text in texts:
+        assert unk not in tok(text, add_special_tokens=False)["input_ids"], text
+    sentence = "a large red circle in the top left, a small blue square in the center on a grey background"
+    assert tok.decode(tok(sentence, add_special_tokens=False)["input_ids"]) == sentence
+    assert all(tok.convert_tokens_to_ids(t) == i for i, t in enumerate(SPECIALS))
+    assert len(words(sentence)) == len(tok(sentence, add_special_tokens=False)["input_ids"])
+
+
+def test_folder_is_portable(folder):
+    """transformers 4.57 reads released-Gemma3 key names, rope_theta and a known tokenizer class."""
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        vision = [k for k in f.keys() if k.startswith("vision_tower.")]
+    assert vision and all(k.startswith("vision_tower.vision_model.") for k in vision)
+    assert json.loads((folder / "config.json").read_text())["text_config"]["rope_theta"] == 10000.0
+    assert json.loads((folder / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
+
+
+def test_folder_loads_and_generates(folder):
+    vlm = load_vlm(folder)
+    assert vlm.family == "gemma3" and vlm.multimodal
+    prompt = Prompt("describe the image.", system_prompt("edit"), [render(random_scene(random.Random(1)))])
+    inputs, roles = vlm.build_inputs(prompt)
+    assert int((roles == int(Role.IMAGE)).sum()) == ToyVLMConfig.preset("test").image_tokens
+    feats = vlm.generate(prompt, sampling=Sampling(max_new_tokens=4))
+    assert len(feats.generated_ids[0]) <= 4 and isinstance(feats.texts[0], str)
+
+
+def test_training_reduces_loss(folder):
+    torch.manual_seed(0)
+    tokenizer = build_tokenizer()
+    model = build_model(ToyVLMConfig.preset("test"), tokenizer).train()
+    encoder = _encoder(folder, model, tokenizer)
+    batch = sample_batch(encoder, random.Random(0), VLMTrainConfig(batch_size=len(TASKS) * 2))
+    assert (batch["labels"] != -100).any() and "pixel_values" in batch
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(8):
+        loss, _ = answer_loss(model, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses

@@ -1,0 +1,248 @@
+"""Train the toy VLM (``toy_vlm.py``) from scratch on the shapes world, and measure it.
+
+Tasks, drawn on the fly from a seeded world (no files), each one conversation in Gemma3's chat
+template with the VERIFI system prompt of its task; the loss is on the assistant answer (and the
+end-of-turn token that stops it) only:
+
+- caption:  one image + "describe the image." (system "edit")         -> describe(scene)
+- t2i:      a train-split paraphrase or the canonical text (system "t2i") -> describe(scene)
+- edit:     the source image + a train-split edit instruction (system "edit") -> describe(target)
+- pick:     two images + "describe the first/second image." (system "multi_ref") -> that image
+
+Conversations are built by ``VLMEncoder.prepare`` (the same rendering and token roles as VERIFI
+decoding), so training and inference see the same tokens. Legend: B batch, T tokens, V vocab.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..verifi import system_prompt
+from ..vlm.encoder import VLMEncoder
+from ..vlm.features import Role
+from ..vlm.prompts import Prompt
+from .language import describe, parse_description
+from .tasks import edit_example, t2i_example
+from .toy_vlm import ToyVLMConfig, build_model, build_tokenizer, save_folder
+from .world import Scene, random_scene, render
+
+log = logging.getLogger(__name__)
+
+TASKS = ("caption", "t2i", "edit", "pick")
+CAPTION_INSTRUCTIONS = ("describe the image.", "describe this image.")
+PICK_INSTRUCTIONS = ("describe the first image.", "describe the second image.")
+
+
+@dataclass(frozen=True)
+class VLMTrainConfig:
+    """Trainer settings (dumped to ``out/train_config.json``)."""
+
+    out: str = "models/toy/vlm"
+    minutes: float = 30.0
+    preset: str = "toy"
+    batch_size: int = 32
+    lr: float = 1.5e-3
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    mix: tuple = (0.35, 0.3, 0.3, 0.05)  # caption, t2i, edit, pick
+    canonical_share: float = 0.2
+    bf16: bool = True
+    seed: int = 0
+    log_every: int = 20
+    save_minutes: float = 5.0
+    max_steps: int = 0  # 0: until ``minutes`` run out
+    threads: int = 1  # the 2 cores are shared: OpenMP spin-waits collapse when oversubscribed
+
+
+# --------------------------------------------------------------------------------------------------
+# examples
+# --------------------------------------------------------------------------------------------------
+
+def make_prompt(task: str, rng: random.Random, split: str = "train") -> tuple[Prompt, Scene]:
+    """One example of ``task``: the prompt with its answer in ``generated``, and the target scene."""
+    if task == "caption":
+        scene = random_scene(rng)
+        return Prompt(rng.choice(CAPTION_INSTRUCTIONS), system_prompt("edit"), [render(scene)],
+                      generated=describe(scene)), scene
+    if task == "t2i":
+        ex = t2i_example(rng, split, canonical_share=0.2 if split == "train" else 0.0)
+        return Prompt(ex["prompts"][0], system_prompt("t2i"), generated=ex["rewrite"]), \
+            Scene.from_json(ex["target"])
+    if task == "edit":
+        ex = edit_example(rng, split=split)
+        source = Scene.from_json(ex["refs"][0])
+        return Prompt(ex["prompts"][0], system_prompt("edit"), [render(source)],
+                      generated=ex["rewrite"]), Scene.from_json(ex["target"])
+    if task == "pick":
+        scenes = [random_scene(rng), random_scene(rng)]
+        which = rng.randrange(2)
+        return Prompt(PICK_INSTRUCTIONS[which], system_prompt("multi_ref"),
+                      [render(s) for s in scenes], generated=describe(scenes[which])), scenes[which]
+    raise ValueError(f"task should be one of {TASKS}, found {task!r}.")
+
+
+def encode_example(encoder: VLMEncoder, prompt: Prompt) -> dict:
+    """Input tensors of one answered prompt and its labels: the answer ids and the stop token."""
+    inputs, roles = encoder.build_inputs(prompt)  # (1, T) each, roles (T,)
+    answer = (roles == int(Role.GENERATED)).nonzero()[:, 0]
+    labels = torch.full_like(inputs["input_ids"][0], -100)  # (T,)
+    keep = torch.cat([answer, answer[-1:] + 1])  # + the end-of-turn token after the answer
+    labels[keep] = inputs["input_ids"][0, keep]
+    return {**inputs, "labels": labels[None]}
+
+
+def collate(examples: list[dict], pad_id: int) -> dict:
+    """Right-pad a list of ``encode_example`` outputs into one batch (B, T)."""
+    # a few fixed lengths: oneDNN builds its bf16 kernels per shape, ~1 s for each new one
+    T = -(-max(e["input_ids"].shape[1] for e in examples) // 32) * 32
+    fills = {"input_ids": pad_id, "attention_mask": 0, "token_type_ids": 0, "labels": -100}
+    batch = {k: torch.full((len(examples), T), v, dtype=torch.long) for k, v in fills.items()}
+    for b, e in enumerate(examples):
+        n = e["input_ids"].shape[1]
+        for k in fills:
+            batch[k][b, :n] = e[k][0]
+    pixels = [e["pixel_values"] for e in examples if "pixel_values" in e]
+    if pixels:
+        batch["pixel_values"] = torch.cat(pixels)  # (images, 3, H, W), in token order
+    return batch
+
+
+def sample_batch(encoder: VLMEncoder, rng: random.Random, cfg: VLMTrainConfig) -> dict:
+    tasks = rng.choices(TASKS, weights=cfg.mix, k=cfg.batch_size)
+    examples = [encode_example(encoder, make_prompt(t, rng)[0]) for t in tasks]
+    return collate(examples, encoder.tokenizer.pad_token_id)
+
+
+# --------------------------------------------------------------------------------------------------
+# objective and loop
+# --------------------------------------------------------------------------------------------------
+
+def answer_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token cross-entropy on the labelled (answer) tokens -> (loss, share of labelled
+    tokens predicted exactly)."""
+    labels = batch["labels"]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs, use_cache=False).logits[:, :-1].float()  # (B, T-1, V)
+    target = labels[:, 1:]  # (B, T-1)
+    loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100)
+    mask = target != -100
+    correct = (logits.argmax(-1) == target)[mask].float().mean()
+    return loss, correct
+
+
+def _lr(cfg: VLMTrainConfig, step: int, progress: float) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    cos = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cos)
+
+
+def train(cfg: VLMTrainConfig) -> Path:
+    """Train a toy VLM from scratch for ``cfg.minutes`` (or ``cfg.max_steps``); save to ``cfg.out``."""
+    torch.set_num_threads(cfg.threads)
+    out, vcfg = Path(cfg.out), ToyVLMConfig.preset(cfg.preset)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    tokenizer = build_tokenizer()
+    model = build_model(vcfg, tokenizer, cfg.seed).train()
+    model.set_attn_implementation("eager")  # CPU SDPA's backward is ~3x slower at T ~ 170
+    save_folder(out, model, tokenizer, vcfg)  # writes the processor files the encoder needs
+    encoder = _encoder(out, model, tokenizer)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            betas=(0.9, 0.98))
+    rng, start, last_save, step = random.Random(cfg.seed), time.time(), time.time(), 0
+    acc_loss, acc_tok, n = torch.zeros(()), torch.zeros(()), 0
+    while True:
+        progress = (time.time() - start) / (cfg.minutes * 60)
+        if (cfg.max_steps and step >= cfg.max_steps) or (not cfg.max_steps and progress >= 1):
+            break
+        for group in opt.param_groups:
+            group["lr"] = _lr(cfg, step, step / cfg.max_steps if cfg.max_steps else progress)
+        batch = sample_batch(encoder, rng, cfg)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            loss, tok = answer_loss(model, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        step, n = step + 1, n + 1
+        acc_loss, acc_tok = acc_loss + loss.detach(), acc_tok + tok.detach()
+        if step % cfg.log_every == 0:
+            log.info("step %d  %.1f min  loss %.4f  token acc %.4f  grad %.3f  lr %.2e", step,
+                     (time.time() - start) / 60, acc_loss.item() / n, acc_tok.item() / n, grad.item(),
+                     opt.param_groups[0]["lr"])
+            acc_loss, acc_tok, n = torch.zeros(()), torch.zeros(()), 0
+        if time.time() - last_save > cfg.save_minutes * 60:
+            _save(out, model, tokenizer, vcfg, step, start)
+            last_save = time.time()
+    _save(out, model, tokenizer, vcfg, step, start)
+    return out
+
+
+def _encoder(out: Path, model, tokenizer) -> VLMEncoder:
+    from .toy_vlm import load_processor
+
+    return VLMEncoder(model, tokenizer, load_processor(out), "gemma3", model.config)
+
+
+def _save(out: Path, model, tokenizer, vcfg: ToyVLMConfig, step: int, start: float) -> None:
+    minutes = (time.time() - start) / 60
+    save_folder(out, model, tokenizer, vcfg, {"trained_steps": step, "trained_minutes": round(minutes, 2)})
+    log.info("saved %s (step %d, %.1f min)", out, step, minutes)
+
+
+# --------------------------------------------------------------------------------------------------
+# measurement
+# --------------------------------------------------------------------------------------------------
+
+def evaluate(folder, n: int = 200, seed: int = 12345, tasks=("caption", "t2i", "edit")) -> dict:
+    """Greedy ``VLMEncoder.generate`` on ``n`` fresh scenes per task (t2i / edit on the held-out
+    paraphrase and instruction split); each answer is parsed and fact-scored against the true
+    target scene. Returns {task: {"fact_accuracy", "exact", "parsed"}}."""
+    from ..vlm import load_vlm
+    from ..vlm.sampling import Sampling
+    from .evaluator import score
+
+    encoder, results = load_vlm(folder), {}
+    for task in tasks:
+        rng, accs, exact, parsed = random.Random(f"{seed}-{task}"), [], 0, 0
+        for _ in range(n):
+            prompt, target = make_prompt(task, rng, "train" if task == "caption" else "heldout")
+            truth, prompt.generated = prompt.generated, None
+            text = encoder.generate(prompt, layers=[0], sampling=Sampling(max_new_tokens=96)).texts[0]
+            pred = parse_description(text)
+            parsed += pred is not None
+            exact += text.strip() == truth
+            accs.append(score(pred, target).accuracy if pred is not None else 0.0)
+        results[task] = {"fact_accuracy": sum(accs) / n, "exact": exact / n, "parsed": parsed / n, "n": n}
+        log.info("%s: %s", task, results[task])
+    return results
+
+
+def parse_args(argv=None) -> VLMTrainConfig:
+    p = argparse.ArgumentParser(description="Train the toy VLM from scratch.")
+    d = VLMTrainConfig()
+    p.add_argument("--out", default=d.out)
+    p.add_argument("--minutes", type=float, default=d.minutes)
+    p.add_argument("--preset", default=d.preset, choices=("toy", "test"))
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--max-steps", type=int, default=d.max_steps)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--log-every", type=int, default=d.log_every)
+    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
+    p.add_argument("--no-bf16", dest="bf16", action="store_false")
+    a = p.parse_args(argv)
+    return VLMTrainConfig(out=a.out, minutes=a.minutes, preset=a.preset, batch_size=a.batch_size,
+                          lr=a.lr, max_steps=a.max_steps, seed=a.seed, log_every=a.log_every, bf16=a.bf16,
+                          threads=a.threads)
