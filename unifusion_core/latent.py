@@ -25,8 +25,3 @@ def process_out(z: torch.Tensor, latent_format: str) -> torch.Tensor:
 def pixels_to_image(x: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) in [-1, 1] -> ComfyUI IMAGE (B, H, W, 3) in [0, 1]."""
     return ((x.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1)
-
-
-def image_to_pixels(img: torch.Tensor) -> torch.Tensor:
-    """ComfyUI IMAGE (B, H, W, 3) in [0, 1] -> (B, 3, H, W) in [-1, 1]."""
-    return img[..., :3].permute(0, 3, 1, 2) * 2 - 1

@@ -221,8 +221,8 @@ def train(t: TrainConfig) -> Path:
                         lambda x, ts, ctx, msk: model_fn(ctx, msk, x, ts, b["drop"]), b["x0"], b["hidden"],
                         b["mask"], b["sigma"], b["noise"], ucfg.sampling.multiplier)
                 acc.backward(loss)
-                if acc.sync_gradients and t.grad_clip > 0:
-                    grad_norm = acc.clip_grad_norm_(trainable.parameters(), t.grad_clip)
+                if acc.sync_gradients:  # max_norm inf: measure the norm for the log, clip nothing
+                    grad_norm = acc.clip_grad_norm_(trainable.parameters(), t.grad_clip or float("inf"))
                 opt.step()
                 opt.zero_grad(set_to_none=True)
             meter.add(per, b["sigma"], grad_norm if acc.sync_gradients else 0.0)
