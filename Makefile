@@ -35,8 +35,8 @@ demo: $(STAMP)
 # the shapes-world demo models from scratch: the toy VLM, then the toy UniFusion (T2I, then edit
 # fine-tune) with the project's trainer, plus the equal-budget ablations
 toy-train: $(STAMP)
-	$(PY) -m unifusion_core.toy train-vlm --out models/toy/vlm --minutes 30
-	$(PY) -m unifusion_core.toy.recipe --vlm models/toy/vlm --out runs/toy --ablations
+	$(PY) -m unifusion_core.toy train-vlm --out models/toy/unifusion-toy-vlm --minutes 30
+	$(PY) -m unifusion_core.toy.recipe --vlm models/toy/unifusion-toy-vlm --out runs/toy --ablations
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_core.py

@@ -1,7 +1,7 @@
 """Quality of the shipped toy models, measured the way the paper measures (fact accuracy, DPG-style).
 
-    .venv/bin/python benchmarks/quality_toy.py [--n 50] [--vlm models/toy/vlm]
-        [--checkpoint models/toy/unifusion_toy.safetensors] [--ablation NAME=PATH ...]
+    .venv/bin/python benchmarks/quality_toy.py [--n 50] [--vlm models/toy/unifusion-toy-vlm]
+        [--checkpoint models/toy/unifusion-toy.safetensors] [--ablation NAME=PATH ...]
 
 Every figure is the mean over --n fresh seeded examples (held-out seeds, never used in training),
 scored by the model-free evaluator of unifusion_core.toy. One line per figure, `name = value
@@ -89,8 +89,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=50)
     ap.add_argument("--size", type=int, default=32)
-    ap.add_argument("--vlm", default=str(ROOT / "models/toy/vlm"))
-    ap.add_argument("--checkpoint", default=str(ROOT / "models/toy/unifusion_toy.safetensors"))
+    ap.add_argument("--vlm", default=str(ROOT / "models/toy/unifusion-toy-vlm"))
+    ap.add_argument("--checkpoint", default=str(ROOT / "models/toy/unifusion-toy.safetensors"))
     ap.add_argument("--ablation", action="append", default=[], help="NAME=PATH of another checkpoint (T2I only)")
     args = ap.parse_args()
     torch.manual_seed(0)

@@ -1,10 +1,16 @@
 """Model folders of the pack: registered once, by the entry point, never by assignment (a user's
-extra_model_paths.yaml entries for "LLM" are applied before custom nodes load and must survive)."""
+extra_model_paths.yaml entries for "LLM" are applied before custom nodes load and must survive).
+
+The pack's own trained demo models (``models/toy`` in the pack: the toy VLM folder and the toy
+checkpoint) are listed after the user's files by our two loaders only, so the shipped workflows run
+out of the box and ComfyUI's stock loaders never see a file they cannot load."""
 from __future__ import annotations
 
 import os
 
 import folder_paths
+
+from unifusion_core.toy.shipped import MODELS_DIR as PACK_MODELS
 
 from .common import hf_model_dirs, resolve_model_dir
 
@@ -21,7 +27,7 @@ def vlm_bases() -> list[str]:
     for name in VLM_FOLDERS:
         if name in folder_paths.folder_names_and_paths:
             bases.extend(folder_paths.get_folder_paths(name))
-    return bases
+    return bases + [str(PACK_MODELS)]
 
 
 def vlm_folders() -> list[str]:
@@ -32,9 +38,17 @@ def vlm_path(name: str) -> str:
     return resolve_model_dir(name, vlm_bases())
 
 
+def _pack_checkpoints() -> list[str]:
+    return sorted(p.name for p in PACK_MODELS.glob("*.safetensors")) if PACK_MODELS.is_dir() else []
+
+
 def checkpoint_files() -> list[str]:
-    return [f for f in folder_paths.get_filename_list("diffusion_models") if f.endswith(".safetensors")]
+    user = [f for f in folder_paths.get_filename_list("diffusion_models") if f.endswith(".safetensors")]
+    return user + [f for f in _pack_checkpoints() if f not in user]
 
 
 def checkpoint_path(name: str) -> str:
+    path = folder_paths.get_full_path("diffusion_models", name)
+    if path is None and name in _pack_checkpoints():
+        return str(PACK_MODELS / name)
     return folder_paths.get_full_path_or_raise("diffusion_models", name)

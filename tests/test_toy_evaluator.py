@@ -95,3 +95,21 @@ def test_off_grid_objects_read_back():
     scenes = [random_scene(rng) for _ in range(100)]
     accs = [score(read_scene(_jittered(s, 32, rng, 2.0, 0.15)), s).accuracy for s in scenes]
     assert sum(accs) / len(accs) >= 0.95
+
+
+def test_garbage_reads_as_unreadable_and_scores_zero():
+    """Noise (what an untrained generator makes) must not earn facts by chance: colours and cells are
+    all present in noise, so without the readability check it matched most attributes."""
+    rng, g = random.Random(5), np.random.default_rng(5)
+    for _ in range(10):
+        scene = random_scene(rng)
+        noise = g.uniform(0, 1, (32, 32, 3)).astype(np.float32)
+        assert read_scene(noise) is None
+        assert evaluate_image(noise, scene).accuracy == 0.0
+        edit = evaluate_image(noise, scene, scene)
+        assert edit.preservation == 0.0 and edit.accuracy == 0.0
+    # a plain background with no object is readable, and only the background fact holds
+    blank = render(Scene("white", ()), 32)
+    target = Scene("white", (random_scene(rng).objects[0],))
+    assert read_scene(blank) == Scene("white", ())
+    assert 0 < evaluate_image(blank, target).accuracy < 0.2

@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--layers", type=int, default=4)
     v.add_argument("--hidden", type=int, default=64)
     v.set_defaults(func=cmd_tiny_vlm)
-    d = sub.add_parser("demo", help="end-to-end run on a tiny untrained model")
+    d = sub.add_parser("demo", help="the shipped trained toy models: T2I with and without VERIFI, an edit chain, a two-reference composition, a contact sheet")
     d.add_argument("--out", default="demo_out")
     d.set_defaults(func=cmd_demo)
     return ap

@@ -1,64 +1,109 @@
-"""``make demo``: the standalone pipeline end to end on a tiny, randomly initialised (UNTRAINED) model.
+"""``make demo``: the shipped, trained toy models end to end (unifusion_core/toy/showcase.py).
 
-It builds a tiny Qwen2.5-VL-architecture VLM folder and an untrained checkpoint through the same
-loaders a user's files go through, then runs text-to-image, an edit of that image and a
-two-reference composition, and writes the PNGs. The pictures are noise-like: the model is untrained.
+Text-to-image with and without VERIFI, an edit chain and a zero-shot two-reference composition through
+the standalone pipeline; every output PNG plus one contact sheet (prompts, VLM rewrites, evaluator
+scores). With ``COMFYUI_PATH`` set (and ``COMFYUI_PYTHON``, ComfyUI's interpreter), the same jobs also
+run through the shipped ``workflows/api/toy_*.json`` in a real ComfyUI server, with a second sheet.
 """
 from __future__ import annotations
 
-import logging
+import json
+import os
+import sys
 import time
 from pathlib import Path
 
-import torch
+import numpy as np
 
-log = logging.getLogger(__name__)
-
-
-def _untrained_checkpoint(ident: dict, out: Path, seed: int = 0) -> Path:
-    from .checkpoint import build_modules, save_checkpoint
-    from .config import UniFusionConfig, VLMSpec
-
-    spec = VLMSpec(architecture=ident["architecture"], num_layers=ident["num_layers"],
-                   hidden_size=ident["hidden_size"], layers=tuple(range(1, ident["num_layers"] + 1)), name="tiny-demo")
-    cfg = UniFusionConfig.preset("toy", spec)
-    torch.manual_seed(seed)
-    pooler, dit = build_modules(cfg)
-    pooler.init_weights()
-    dit.init_weights()
-    with torch.no_grad():  # un-zero the adaLN gates and output layer so the condition visibly matters
-        for p in dit.parameters():
-            if p.abs().max() == 0:
-                p.normal_(std=0.05)
-    save_checkpoint(out, cfg, pooler, dit)
-    return out
+ROOT = Path(__file__).resolve().parents[1]
+TOY_WORKFLOWS = ("toy_t2i_verifi", "toy_t2i_raw", "toy_edit_chain", "toy_compose_two_refs")
 
 
-def run_demo(out: Path, size: int = 64) -> int:
-    from .cli import _save_images
-    from .pipeline import Request, UniFusionPipeline
-    from .vlm import build_tiny_vlm, load_vlm
+def _save_png(image, path: Path) -> None:
+    from PIL import Image
+
+    arr = (np.clip(np.asarray(image, dtype=np.float32), 0, 1) * 255).round().astype(np.uint8)
+    Image.fromarray(arr).save(path)
+
+
+def _write(results, out: Path, stem: str, header: str) -> None:
+    from .toy.showcase import contact_sheet
+
+    for r in results:
+        _save_png(r.image, out / f"{stem}{r.job.name}.png")
+    contact_sheet(results, header).save(out / f"{stem}contact_sheet.png")
+    (out / f"{stem}scores.json").write_text(json.dumps(
+        {r.job.name: {"prompt": r.job.prompt, "rewrite": r.rewrite, **r.scores} for r in results}, indent=2))
+    print(f"wrote {len(results)} PNGs, {out / f'{stem}contact_sheet.png'} and {out / f'{stem}scores.json'}")
+
+
+def run_comfy(comfy: Path, python: str, work: Path) -> list:
+    """The showcase through the shipped toy workflows in a real ComfyUI (``main.py --cpu``)."""
+    from .comfy_host import ComfyHost
+    from .toy.showcase import JOBS, OUTPUT_PREFIX, Result, score_job
+
+    base = work / "comfyui_base"
+    for sub in ("custom_nodes", "input", "output", "temp"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    link = base / "custom_nodes" / "unifusion"
+    if not link.exists():
+        os.symlink(ROOT, link)
+    yaml = base / "extra_model_paths.yaml"
+    yaml.write_text(f"unifusion_demo:\n    base_path: {base}\n    custom_nodes: custom_nodes\n")
+    host = ComfyHost(comfy, python, base, yaml)
+    images, rewrites = {}, {}
+    try:
+        host.wait_ready()
+        for name in TOY_WORKFLOWS:
+            graph = json.loads((ROOT / "workflows" / "api" / f"{name}.json").read_text())
+            entry = host.run_ok(graph)
+            for nid, node in graph.items():
+                prefix = node["inputs"].get("filename_prefix", "")
+                if node["class_type"] == "SaveImage" and prefix.startswith(f"{OUTPUT_PREFIX}/"):
+                    job = prefix.split("/", 1)[1]
+                    images.setdefault(job, host.images(entry, nid)[0].astype(np.float32) / 255)
+                    text = entry["outputs"].get(str(10 * (int(nid) // 10)), {}).get("text")
+                    if text:
+                        rewrites.setdefault(job, text[0] if isinstance(text, list) else text)
+            print(f"ComfyUI ran workflows/api/{name}.json")
+    finally:
+        host.stop()
+    missing = [j.name for j in JOBS if j.name not in images]
+    if missing:
+        raise RuntimeError(f"the toy workflows should save every showcase job, found none for {missing}; "
+                           f"see {host.log_path}.")
+    return [Result(j, images[j.name], rewrites.get(j.name, "").strip(), score_job(j, images[j.name])) for j in JOBS]
+
+
+def run_demo(out: Path) -> int:
+    import torch
+
+    from .pipeline import UniFusionPipeline
+    from .toy.shipped import require_shipped
+    from .toy.showcase import CFG, STEPS, run_standalone
 
     t0 = time.perf_counter()
+    torch.manual_seed(0)
     out.mkdir(parents=True, exist_ok=True)
-    vlm_dir = build_tiny_vlm("qwen2_5_vl", out / "tiny_vlm", seed=0)
-    vlm = load_vlm(vlm_dir)
-    ckpt = _untrained_checkpoint(vlm.identity, out / "untrained_toy.safetensors")
-    pipe = UniFusionPipeline.from_files(ckpt, vlm)
-    print("NOTE: this demo model is UNTRAINED (random weights); it shows the pipeline runs end to end, "
-          "not image quality. A trained demo model replaces it in a later release.")
-    jobs = [("t2i", Request("a red circle on a blue background", width=size, height=size, seed=1), []),
-            ("t2i_b", Request("a green square in the top left", width=size, height=size, seed=2), [])]
-    written = {}
-    for name, req, refs in jobs:
-        written[name] = pipe(req)
-    edit = Request("make the circle yellow", images=[written["t2i"][0]], width=size, height=size, seed=3)
-    written["edit"] = pipe(edit)
-    compose = Request("the object of the first image on the background of the second",
-                      images=[written["t2i"][0], written["t2i_b"][0]], width=size, height=size, seed=4)
-    written["compose_2ref"] = pipe(compose)
-    for name, images in written.items():
-        for p in _save_images(images, out / f"{name}.png"):
-            print(f"wrote {p}")
-    print(f"demo finished in {time.perf_counter() - t0:.1f} s (checkpoint {ckpt}, VLM {vlm_dir})")
+    checkpoint, vlm = require_shipped()
+    pipe = UniFusionPipeline.from_files(checkpoint, vlm)
+    with torch.no_grad():
+        results = run_standalone(pipe)
+    header = (f"UniFusion toy demo, standalone pipeline: {checkpoint.name} + {vlm.name}, "
+              f"{STEPS} Euler steps, CFG {CFG}, 32 px (shown x4)")
+    _write(results, out, "", header)
+    print(f"standalone showcase finished in {time.perf_counter() - t0:.1f} s")
+    comfy = os.environ.get("COMFYUI_PATH")
+    if comfy:
+        t1 = time.perf_counter()
+        python = os.environ.get("COMFYUI_PYTHON") or sys.executable
+        comfy_results = run_comfy(Path(comfy), python, out)
+        _write(comfy_results, out, "comfyui_", header.replace("standalone pipeline", "ComfyUI workflows"))
+        diff = max(float(np.abs(np.asarray(a.image, np.float32) - b.image).max())
+                   for a, b in zip(results, comfy_results))
+        print(f"ComfyUI showcase finished in {time.perf_counter() - t1:.1f} s; "
+              f"largest pixel difference to the standalone run: {diff:.3f}")
+    else:
+        print("COMFYUI_PATH is not set: skipped the same showcase through the shipped ComfyUI workflows.")
+    print(f"demo finished in {time.perf_counter() - t0:.1f} s; open {out / 'contact_sheet.png'}")
     return 0

@@ -4,7 +4,9 @@ graphs below, using a running ComfyUI's /object_info for widget order and socket
 
     python tests/integration/build_workflows.py http://127.0.0.1:8188
 
-Model file names are placeholders (see README "Workflows"); the integration tests swap in fixtures.
+Model file names in the general workflows are placeholders (see README "Workflows"); the integration
+tests swap in fixtures. The toy_* workflows name the pack's shipped toy models and run as they are;
+they are the `make demo` showcase (unifusion_core/toy/showcase.py) as ComfyUI graphs.
 """
 from __future__ import annotations
 
@@ -15,6 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from workflow_format import has_control, is_widget  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from unifusion_core.toy import shipped, showcase  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[2] / "workflows"
 VLM, CKPT, VAE = "Qwen2.5-VL-7B-Instruct", "unifusion_flux16.safetensors", "ae.safetensors"
@@ -153,9 +158,73 @@ def verifi_edit_the_rewrite():
     return g
 
 
+# -- the toy showcase (shipped models, runs out of the box) -----------------------------------------
+
+def toy_loaders():
+    return {"1": n("UniFusionVLMLoader", vlm_folder=shipped.VLM_NAME, dtype="auto", device="default",
+                   attention="auto", trust_remote_code=False, prefix_cache_mb=64),
+            "2": n("UniFusionCheckpointLoader", checkpoint=shipped.CHECKPOINT_NAME, weight_dtype="default"),
+            "8": n("VAELoader", "Pixel space (the toy model makes RGB pixels)", vae_name="pixel_space")}
+
+
+def toy_job(g: dict, k: int, job, decoded: dict) -> None:
+    """Nodes of one showcase job (ids k*10 .. k*10+9); ``decoded`` maps earlier job names to their
+    VAEDecode output sockets (the references of edits and compositions)."""
+    i = lambda j: str(10 * k + j)  # noqa: E731
+    refs = [decoded[r] for r in job.refs]
+    images = {}
+    if refs:
+        images["image"] = refs[0]
+    if len(refs) > 1:
+        g[i(9)] = n("UniFusionImageList", "Second reference", image=refs[1], max_pixels=0, max_tiles=0)
+        images["more_images"] = [i(9), 0]
+    if job.verifi:
+        ins = dict(vlm=["1", 0], instruction=job.prompt, **images, max_pixels=0, max_tiles=0,
+                   system_preset="checkpoint default", custom_system="", max_new_tokens=96, decoding="greedy",
+                   temperature=0.7, top_p=0.9, seed=0, pooler=["2", 1])
+        g[i(0)] = n("UniFusionVERIFIRewrite", f"{job.title}: VERIFI rewrite", **ins)
+        g[i(8)] = n("PreviewAny", f"{job.title}: rewritten prompt", source=[i(0), 1])
+        tokens = VERIFI
+    else:
+        g[i(0)] = n("UniFusionVLMFeatures", f"{job.title}: VLM features of the raw prompt", vlm=["1", 0],
+                    instruction=job.prompt, system_prompt="", **images, max_pixels=0, max_tiles=0, layers="",
+                    pooler=["2", 1])
+        tokens = "image + instruction"
+    g[i(1)] = n("UniFusionLAPConditioning", pooler=["2", 1], features=[i(0), 0], tokens=tokens)
+    g[i(2)] = n("ConditioningZeroOut", "Negative (null condition)", conditioning=[i(1), 0])
+    g[i(3)] = n("EmptyChromaRadianceLatentImage", width=showcase.SIZE, height=showcase.SIZE, batch_size=1)
+    g[i(4)] = n("KSampler", job.title, model=["2", 0], seed=job.seed, steps=showcase.STEPS, cfg=showcase.CFG,
+                sampler_name="euler", scheduler="simple", positive=[i(1), 0], negative=[i(2), 0],
+                latent_image=[i(3), 0], denoise=1.0)
+    g[i(5)] = n("VAEDecode", samples=[i(4), 0], vae=["8", 0])
+    g[i(6)] = n("SaveImage", images=[i(5), 0], filename_prefix=f"{showcase.OUTPUT_PREFIX}/{job.name}")
+    decoded[job.name] = [i(5), 0]
+
+
+def toy_graph(*names):
+    """The showcase jobs ``names`` and every job they take references from, in one graph."""
+    by_name, needed = {j.name: j for j in showcase.JOBS}, []
+
+    def need(name):
+        for r in by_name[name].refs:
+            need(r)
+        if name not in needed:
+            needed.append(name)
+
+    for name in names:
+        need(name)
+    g, decoded = toy_loaders(), {}
+    for k, name in enumerate(needed, 1):
+        toy_job(g, k, by_name[name], decoded)
+    return g
+
+
+TOY_GRAPHS = {"toy_t2i_verifi": lambda: toy_graph("t2i_verifi"), "toy_t2i_raw": lambda: toy_graph("t2i_raw"),
+              "toy_edit_chain": lambda: toy_graph("edit_3"), "toy_compose_two_refs": lambda: toy_graph("compose")}
+
 GRAPHS = {"t2i": t2i, "edit": edit, "compose_two_refs": compose, "chain_two_edits": chain,
           "t2i_custom_sampler": t2i_custom_sampler, "verifi_t2i": verifi_t2i, "verifi_edit": verifi_edit,
-          "verifi_edit_the_rewrite": verifi_edit_the_rewrite}
+          "verifi_edit_the_rewrite": verifi_edit_the_rewrite, **TOY_GRAPHS}
 
 
 def ordered(api: dict, object_info: dict) -> dict:

@@ -5,7 +5,7 @@ import torch
 
 import fixtures
 from graphs import edited, n, pixel_graph
-from host import error_of
+from unifusion_core.comfy_host import error_of
 
 NODE_IDS = ["UniFusionVLMLoader", "UniFusionCheckpointLoader", "UniFusionVLMFeatures", "UniFusionImageList",
             "UniFusionLAPConditioning", "UniFusionEncode", "UniFusionVERIFIRewrite", "UniFusionVERIFIFromText",

@@ -15,6 +15,9 @@ Reading (``read_scene``):
      by the coverage centroid (so off-centre or off-size objects of a generator still read well);
   5. size = small / large by the fitted box side (threshold: geometric mean of the two); position =
      the grid cell holding the fitted box centre. Two objects in one cell keep the larger.
+  6. an image that does not look like a shapes-world picture reads as None (every fact false): less
+     than half of its pixels near the background colour, or more than ``MAX_CLUTTER`` of them
+     neither background nor part of an object (noise, smears, garbage from an untrained model).
 
 Scoring (``score``): DPG-style facts of the target, each true or false in the prediction: the
 background; the object count; per target object its existence, colour, shape, size and position;
@@ -168,8 +171,14 @@ def _read_object(img: np.ndarray, bg: np.ndarray, comp: np.ndarray, region: np.n
     return Obj(shape, _OBJ_NAMES[k], size_name, row, col)
 
 
-def read_scene(image) -> Scene:
-    """Image (see module docstring for accepted forms) -> the scene it shows."""
+BG_TOLERANCE = 48.0  # RGB distance (0..255) within which a pixel counts as background
+MIN_BACKGROUND = 0.5  # share of background pixels below which an image is unreadable
+MAX_CLUTTER = 0.08  # share of pixels neither background nor object above which it is unreadable
+
+
+def read_scene(image) -> Scene | None:
+    """Image (see module docstring for accepted forms) -> the scene it shows, or None when the image
+    is not readable as a shapes-world picture (step 6 of the module docstring)."""
     img = to_rgb_array(image)  # (S, S, 3) 0..255
     if img.shape[0] != img.shape[1]:
         raise UniFusionError(f"the shapes-world evaluator reads square images, found {img.shape[1]}x{img.shape[0]}.")
@@ -181,6 +190,9 @@ def read_scene(image) -> Scene:
     min_area = max(2.0, 0.5 * extent_px("small", size) ** 2 / 3)
     comps = _objects_masks(*_coverage(img, bg), min_area)
     taken = np.zeros((size, size), bool) if not comps else np.logical_or.reduce(comps)
+    near_bg = np.linalg.norm(img - bg, axis=-1) < BG_TOLERANCE
+    if near_bg.mean() < MIN_BACKGROUND or (~near_bg & ~_dilate(taken, 1)).mean() > MAX_CLUTTER:
+        return None
     by_cell: dict[int, tuple[int, Obj]] = {}
     for comp in comps:
         area = int(comp.sum())
@@ -232,8 +244,11 @@ class Score:
         return sum(ok for _, ok in self.facts) / len(self.facts)
 
 
-def score(pred: Scene, target: Scene) -> Score:
-    """DPG-style fact accuracy of ``pred`` (e.g. ``read_scene(image)``) against ``target``."""
+def score(pred: Scene | None, target: Scene) -> Score:
+    """DPG-style fact accuracy of ``pred`` (e.g. ``read_scene(image)``) against ``target``; an
+    unreadable prediction (None) satisfies no fact."""
+    if pred is None:
+        return Score(tuple((name, False) for name, _ in score(target, target).facts))
     m = match(pred, target)
     facts = [("background", pred.background == target.background),
              ("count", len(pred.objects) == len(target.objects))]
@@ -277,7 +292,7 @@ class EditScore:
         return sum(hits) / len(hits) if hits else 1.0
 
 
-def score_edit(pred: Scene, source: Scene, target: Scene) -> EditScore:
+def score_edit(pred: Scene | None, source: Scene, target: Scene) -> EditScore:
     """Score an edit result: target facts split into changed ones and preserved ones."""
     baseline = score(source, target)
     return EditScore(score(pred, target), tuple(not ok for _, ok in baseline.facts))

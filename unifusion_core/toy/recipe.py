@@ -5,7 +5,7 @@ Stages (each a plain `python -m unifusion_core.train` run on the frozen toy VLM)
   2. edit fine-tune from stage 1: single-reference edits plus T2I examples (never two references).
 Ablations at the same budget: `--pooler last_layer` and `--verifi_share 0` (raw prompts only).
 
-    python -m unifusion_core.toy.recipe --vlm models/toy/vlm --out runs/toy --minutes 20
+    python -m unifusion_core.toy.recipe --vlm models/toy/unifusion-toy-vlm --out runs/toy --minutes 20
 """
 from __future__ import annotations
 
@@ -39,13 +39,13 @@ def steps_for(minutes: float, seconds_per_step: float) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--vlm", default="models/toy/vlm")
+    ap.add_argument("--vlm", default="models/toy/unifusion-toy-vlm")
     ap.add_argument("--out", default="runs/toy")
     ap.add_argument("--t2i_steps", type=int, default=3000)
     ap.add_argument("--edit_steps", type=int, default=1000)
     ap.add_argument("--examples", type=int, default=4000, help="T2I examples in stage 1")
     ap.add_argument("--ablations", action="store_true", help="also train last-layer and raw-only at stage-1 budget")
-    ap.add_argument("--ship", default="models/toy/unifusion_toy.safetensors")
+    ap.add_argument("--ship", default="models/toy/unifusion-toy.safetensors")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out, t0 = Path(args.out), time.perf_counter()

@@ -161,6 +161,14 @@ def save_folder(out_dir, model, tokenizer, cfg: ToyVLMConfig, extra: dict | None
     return out
 
 
+def read_toy_json(folder) -> dict:
+    """``toy_vlm.json`` of a toy VLM folder: its sizes (``config``) and training stats."""
+    path = Path(folder) / "toy_vlm.json"
+    if not path.is_file():
+        raise UniFusionError(f"a toy VLM folder should hold toy_vlm.json, found none in {folder}.")
+    return json.loads(path.read_text())
+
+
 def build_toy_vlm(out_dir, cfg: ToyVLMConfig | None = None, *, seed: int = 0) -> Path:
     """Write an untrained toy VLM folder to ``out_dir`` and return its path."""
     cfg = cfg or ToyVLMConfig.preset("toy")

@@ -8,6 +8,8 @@ end-of-turn token that stops it) only:
 - t2i:      a train-split paraphrase or the canonical text (system "t2i") -> describe(scene)
 - edit:     the source image + a train-split edit instruction (system "edit") -> describe(target)
 - pick:     two images + "describe the first/second image." (system "multi_ref") -> that image
+- compose:  two images + a composition instruction (system "multi_ref") -> describe(target); the
+            VLM learns multi-image instructions as real VLMs do, the DiT never sees two references
 
 Conversations are built by ``VLMEncoder.prepare`` (the same rendering and token roles as VERIFI
 decoding), so training and inference see the same tokens. Legend: B batch, T tokens, V vocab.
@@ -30,13 +32,13 @@ from ..vlm.encoder import VLMEncoder
 from ..vlm.features import Role
 from ..vlm.prompts import Prompt
 from .language import describe, parse_description
-from .tasks import edit_example, t2i_example
+from .tasks import compose_example, edit_example, t2i_example
 from .toy_vlm import ToyVLMConfig, build_model, build_tokenizer, save_folder
 from .world import Scene, random_scene, render
 
 log = logging.getLogger(__name__)
 
-TASKS = ("caption", "t2i", "edit", "pick")
+TASKS = ("caption", "t2i", "edit", "pick", "compose")
 CAPTION_INSTRUCTIONS = ("describe the image.", "describe this image.")
 PICK_INSTRUCTIONS = ("describe the first image.", "describe the second image.")
 
@@ -45,7 +47,7 @@ PICK_INSTRUCTIONS = ("describe the first image.", "describe the second image.")
 class VLMTrainConfig:
     """Trainer settings (dumped to ``out/train_config.json``)."""
 
-    out: str = "models/toy/vlm"
+    out: str = "models/toy/unifusion-toy-vlm"
     minutes: float = 30.0
     preset: str = "toy"
     batch_size: int = 32
@@ -54,7 +56,7 @@ class VLMTrainConfig:
     warmup_steps: int = 100
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    mix: tuple = (0.35, 0.3, 0.3, 0.05)  # caption, t2i, edit, pick
+    mix: tuple = (0.32, 0.27, 0.27, 0.04, 0.10)  # caption, t2i, edit, pick, compose
     canonical_share: float = 0.2
     bf16: bool = True
     seed: int = 0
@@ -62,6 +64,7 @@ class VLMTrainConfig:
     save_minutes: float = 5.0
     max_steps: int = 0  # 0: until ``minutes`` run out
     threads: int = 1  # the 2 cores are shared: OpenMP spin-waits collapse when oversubscribed
+    init_from: str = ""  # a toy VLM folder to continue from (its steps and minutes add up)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -88,6 +91,10 @@ def make_prompt(task: str, rng: random.Random, split: str = "train") -> tuple[Pr
         which = rng.randrange(2)
         return Prompt(PICK_INSTRUCTIONS[which], system_prompt("multi_ref"),
                       [render(s) for s in scenes], generated=describe(scenes[which])), scenes[which]
+    if task == "compose":
+        ex = compose_example(rng)
+        return Prompt(ex["prompts"][0], system_prompt("multi_ref"), [render(Scene.from_json(r)) for r in ex["refs"]],
+                      generated=ex["rewrite"]), Scene.from_json(ex["target"])
     raise ValueError(f"task should be one of {TASKS}, found {task!r}.")
 
 
@@ -153,8 +160,12 @@ def train(cfg: VLMTrainConfig) -> Path:
     out, vcfg = Path(cfg.out), ToyVLMConfig.preset(cfg.preset)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    tokenizer = build_tokenizer()
-    model = build_model(vcfg, tokenizer, cfg.seed).train()
+    tokenizer, before = build_tokenizer(), {"trained_steps": 0, "trained_minutes": 0.0}
+    if cfg.init_from:
+        model, before, vcfg = _warm_start(Path(cfg.init_from))
+    else:
+        model = build_model(vcfg, tokenizer, cfg.seed)
+    model.train()
     model.set_attn_implementation("eager")  # CPU SDPA's backward is ~3x slower at T ~ 170
     save_folder(out, model, tokenizer, vcfg)  # writes the processor files the encoder needs
     encoder = _encoder(out, model, tokenizer)
@@ -183,10 +194,22 @@ def train(cfg: VLMTrainConfig) -> Path:
                      opt.param_groups[0]["lr"])
             acc_loss, acc_tok, n = torch.zeros(()), torch.zeros(()), 0
         if time.time() - last_save > cfg.save_minutes * 60:
-            _save(out, model, tokenizer, vcfg, step, start)
+            _save(out, model, tokenizer, vcfg, step, start, before)
             last_save = time.time()
-    _save(out, model, tokenizer, vcfg, step, start)
+    _save(out, model, tokenizer, vcfg, step, start, before)
     return out
+
+
+def _warm_start(folder: Path):
+    """The model of a trained toy VLM folder (fp32, trainable), its training stats and sizes."""
+    import transformers
+
+    from .toy_vlm import read_toy_json
+
+    meta = read_toy_json(folder)
+    model = transformers.Gemma3ForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
+    stats = {k: meta.get(k, 0) for k in ("trained_steps", "trained_minutes")}
+    return model.requires_grad_(True), stats, ToyVLMConfig(**meta["config"])
 
 
 def _encoder(out: Path, model, tokenizer) -> VLMEncoder:
@@ -195,10 +218,11 @@ def _encoder(out: Path, model, tokenizer) -> VLMEncoder:
     return VLMEncoder(model, tokenizer, load_processor(out), "gemma3", model.config)
 
 
-def _save(out: Path, model, tokenizer, vcfg: ToyVLMConfig, step: int, start: float) -> None:
+def _save(out: Path, model, tokenizer, vcfg: ToyVLMConfig, step: int, start: float, before: dict) -> None:
     minutes = (time.time() - start) / 60
-    save_folder(out, model, tokenizer, vcfg, {"trained_steps": step, "trained_minutes": round(minutes, 2)})
-    log.info("saved %s (step %d, %.1f min)", out, step, minutes)
+    save_folder(out, model, tokenizer, vcfg, {"trained_steps": before["trained_steps"] + step,
+                                              "trained_minutes": round(before["trained_minutes"] + minutes, 2)})
+    log.info("saved %s (step %d, %.1f min this run)", out, step, minutes)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -241,8 +265,10 @@ def parse_args(argv=None) -> VLMTrainConfig:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--log-every", type=int, default=d.log_every)
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    p.add_argument("--init-from", default=d.init_from, help="continue training this toy VLM folder")
     p.add_argument("--no-bf16", dest="bf16", action="store_false")
     a = p.parse_args(argv)
     return VLMTrainConfig(out=a.out, minutes=a.minutes, preset=a.preset, batch_size=a.batch_size,
                           lr=a.lr, max_steps=a.max_steps, seed=a.seed, log_every=a.log_every, bf16=a.bf16,
-                          threads=a.threads)
+                          threads=a.threads, warmup_steps=a.warmup_steps, init_from=a.init_from)

@@ -1,5 +1,8 @@
 """A real ComfyUI server in a subprocess (``main.py --cpu`` on 127.0.0.1, a free port) and a tiny
-HTTP client for /prompt, /history, /object_info and the output images."""
+HTTP client for /prompt, /history, /object_info and the output images.
+
+Used by the integration tests and by `make demo` when COMFYUI_PATH is set; it never imports ComfyUI
+(the server runs in ComfyUI's own interpreter, COMFYUI_PYTHON)."""
 from __future__ import annotations
 
 import json

@@ -1,0 +1,152 @@
+"""The `make demo` showcase on the shipped toy models: what is asked, what it should look like, and how
+the outputs are scored and laid out on one contact sheet.
+
+The same jobs run through the standalone pipeline (``run_standalone``) and through the shipped ComfyUI
+workflows (``workflows/api/toy_*.json``, written from ``JOBS`` by tests/integration/build_workflows.py),
+so the two paths can be compared picture for picture:
+
+- ``t2i_verifi`` / ``t2i_raw``: one held-out paraphrase, with and without the VLM rewriting it;
+- ``edit_1..3``: an edit chain, each edit applied to the previous output (starting from ``t2i_verifi``);
+- ``ref_1``, ``ref_2`` -> ``compose``: two generated references, then a zero-shot two-reference
+  composition (the DiT never trained on two references).
+
+Each output is scored by the model-free evaluator against the scene the job asks for (edits also for
+preservation of what the instruction did not touch).
+"""
+from __future__ import annotations
+
+import random
+import textwrap
+from dataclasses import dataclass, field
+
+from .language import describe, edit_instruction, paraphrase
+from .tasks import apply_edit
+from .world import Obj, Scene
+
+SIZE = 32  # generated image side (px), the toy model's training resolution
+SEED = 7  # sampler noise seed of the first job (each job adds its index)
+STEPS, CFG = 20, 3.0  # Euler steps and CFG scale of every job (KSampler euler / simple in ComfyUI)
+OUTPUT_PREFIX = "unifusion_toy"  # the workflows save <job>.png under ComfyUI's output/unifusion_toy/
+
+_START = Scene("beige", (Obj("circle", "red", "large", 0, 0), Obj("square", "blue", "small", 2, 2)))
+_REF_1 = Scene("grey", (Obj("triangle", "green", "large", 1, 1),))
+_REF_2 = Scene("black", (Obj("cross", "yellow", "small", 0, 2),))
+_EDITS = ("recolor", "move", "add")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One generation: its prompt, the scene it should produce, where its reference images come from
+    (names of earlier jobs) and whether the VLM rewrites the prompt (VERIFI)."""
+
+    name: str
+    title: str
+    prompt: str
+    target: Scene
+    refs: tuple[str, ...] = ()
+    verifi: bool = True
+    source: Scene | None = None  # edits: the scene being edited (for the preservation score)
+    seed: int = 0
+
+
+def _jobs() -> tuple[Job, ...]:
+    rng = random.Random(2026)
+    t2i_prompt = paraphrase(_START, rng, "heldout")
+    jobs = [Job("t2i_verifi", "text-to-image, VERIFI", t2i_prompt, _START),
+            Job("t2i_raw", "text-to-image, raw prompt (no rewrite)", t2i_prompt, _START, verifi=False)]
+    scene, prev = _START, "t2i_verifi"
+    for i, kind in enumerate(_EDITS, 1):
+        target, fields = apply_edit(scene, kind, rng)
+        jobs.append(Job(f"edit_{i}", f"edit {i} of the chain ({kind})",
+                        edit_instruction(kind, scene, rng, "heldout", **fields), target, (prev,), source=scene))
+        scene, prev = target, f"edit_{i}"
+    jobs += [Job("ref_1", "reference 1 (text-to-image)", describe(_REF_1), _REF_1),
+             Job("ref_2", "reference 2 (text-to-image)", describe(_REF_2), _REF_2),
+             Job("compose", "zero-shot composition of references 1 and 2",
+                 "put the objects of the first image on the background of the second",
+                 Scene(_REF_2.background, _REF_1.objects), ("ref_1", "ref_2"))]
+    return tuple(Job(**{**j.__dict__, "seed": SEED + i}) for i, j in enumerate(jobs))
+
+
+JOBS = _jobs()
+
+
+@dataclass
+class Result:
+    """One job's output image (H, W, 3 floats in 0..1), its VERIFI rewrite and its scores."""
+
+    job: Job
+    image: object
+    rewrite: str = ""
+    scores: dict = field(default_factory=dict)
+
+
+def score_job(job: Job, image) -> dict:
+    """Evaluator scores of ``image`` against the job's target scene."""
+    from .evaluator import evaluate_image
+
+    s = evaluate_image(image, job.target, job.source)
+    out = {"facts": s.accuracy}
+    if job.source is not None:
+        out.update(edit=s.edit, preservation=s.preservation)
+    return out
+
+
+def run_standalone(pipe, progress=print) -> list[Result]:
+    """Every job through ``UniFusionPipeline`` (greedy VERIFI rewrites, Euler ``STEPS`` at ``CFG``)."""
+    from ..vlm.sampling import Sampling
+
+    done: dict[str, Result] = {}
+    for job in JOBS:
+        refs = [done[r].image for r in job.refs]
+        if job.verifi:
+            cond, mask, texts = pipe.encode_verifi([job.prompt], [refs], sampling=Sampling(max_new_tokens=96))
+        else:
+            (cond, mask), texts = pipe.encode([job.prompt], [refs]), [""]
+        image = pipe.sample(cond, mask, width=SIZE, height=SIZE, seed=job.seed, steps=STEPS, cfg=CFG)[0]
+        done[job.name] = Result(job, image, texts[0].strip(), score_job(job, image))
+        progress(f"{job.name}: {_score_text(done[job.name].scores)}")
+    return list(done.values())
+
+
+def _score_text(scores: dict) -> str:
+    return ", ".join(f"{k} {100 * v:.0f}%" for k, v in scores.items())
+
+
+def contact_sheet(results: list[Result], header: str, scale: int = 4):
+    """One PIL image: a row per job with its reference images, its output and the text (prompt,
+    rewrite, scores)."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    by_name = {r.job.name: r for r in results}
+    tile, pad, text_w, line_h = SIZE * scale, 8, 560, 12
+
+    def pil(img):
+        arr = (np.clip(np.asarray(img, dtype=np.float32), 0, 1) * 255).round().astype(np.uint8)
+        return Image.fromarray(arr).resize((tile, tile), Image.NEAREST)
+
+    rows = []
+    for r in results:
+        lines = [r.job.title, f"prompt: {r.job.prompt}"]
+        if r.rewrite:
+            lines.append(f"VLM rewrite: {r.rewrite}")
+        lines += [f"should show: {describe(r.job.target)}", f"evaluator: {_score_text(r.scores)}"]
+        rows.append((r, [w for line in lines for w in textwrap.wrap(line, 92)]))
+    height = pad + 2 * line_h + sum(max(tile, len(ls) * line_h) + pad for _, ls in rows)
+    sheet = Image.new("RGB", (pad + 3 * (tile + pad) + text_w, height), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((pad, pad), header, fill="black")
+    y = pad + 2 * line_h
+    for r, lines in rows:
+        x = pad
+        for ref in r.job.refs:
+            sheet.paste(pil(by_name[ref].image), (x, y))
+            x += tile + pad
+        if r.job.refs:
+            draw.text((x - pad + 1, y + tile // 2 - 6), ">", fill="black")
+        sheet.paste(pil(r.image), (pad + 2 * (tile + pad), y))
+        for k, line in enumerate(lines):
+            draw.text((pad + 3 * (tile + pad), y + k * line_h), line, fill="black")
+        y += max(tile, len(lines) * line_h) + pad
+    return sheet
