@@ -27,7 +27,8 @@ class UniFusionVLMLoader(io.ComfyNode):
             inputs=[
                 io.Combo.Input("vlm_folder", options=paths.vlm_folders(),
                                tooltip="A Hugging Face model folder (with config.json) under models/LLM or "
-                                       "models/text_encoders."),
+                                       "models/text_encoders. unifusion-toy-vlm is the pack's own trained "
+                                       "shapes-world VLM (for unifusion-toy.safetensors)."),
                 io.Combo.Input("dtype", options=list(VLM_DTYPES), default="auto",
                                tooltip="Weight dtype. auto: bf16 (or fp16) on a GPU, fp32 on the CPU."),
                 io.Combo.Input("device", options=["default", "cpu"], default="default",
@@ -88,7 +89,9 @@ class UniFusionCheckpointLoader(io.ComfyNode):
                         "stock sampler; decode its latents with the Flux VAE (flux16) or pixel_space (pixel).",
             inputs=[
                 io.Combo.Input("checkpoint", options=paths.checkpoint_files(),
-                               tooltip="A UniFusion .safetensors file in models/diffusion_models."),
+                               tooltip="A UniFusion .safetensors file in models/diffusion_models. "
+                                       "unifusion-toy.safetensors is the pack's own trained shapes-world "
+                                       "demo model (use it with the unifusion-toy-vlm VLM)."),
                 io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="default",
                                tooltip="DiT weight dtype. default follows ComfyUI's rules for the device; fp8 "
                                        "stores weights in 8 bits and computes in bf16/fp16/fp32."),

@@ -10,7 +10,7 @@ import os
 
 import folder_paths
 
-from unifusion_core.toy.shipped import MODELS_DIR as PACK_MODELS
+from ..unifusion_core.toy.shipped import MODELS_DIR as PACK_MODELS
 
 from .common import hf_model_dirs, resolve_model_dir
 

@@ -11,6 +11,8 @@ import fixtures
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 WORKFLOW_NAMES = ("t2i", "edit", "compose_two_refs", "chain_two_edits", "t2i_custom_sampler", "verifi_t2i",
                   "verifi_edit", "verifi_edit_the_rewrite")
+# the pack's toy showcase workflows: they name the shipped toy models and run unchanged
+TOY_WORKFLOW_NAMES = ("toy_t2i_verifi", "toy_t2i_raw", "toy_edit_chain", "toy_compose_two_refs")
 
 
 def load_api(name: str, *, pixel: bool = False, size: int | None = None, steps: int = 3,

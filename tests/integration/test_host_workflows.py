@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from graphs import WORKFLOWS, WORKFLOW_NAMES, edited, load_api
+from graphs import TOY_WORKFLOW_NAMES, WORKFLOWS, WORKFLOW_NAMES, edited, load_api
 from workflow_format import ui_to_api
 
 SAVE_COUNT = {"chain_two_edits": 2}  # SaveImage nodes per workflow (others: 1)
@@ -44,7 +44,7 @@ def test_seeds(host, name):
     assert np.array_equal(a1, a2), "the same seed gave different images"
 
 
-@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+@pytest.mark.parametrize("name", WORKFLOW_NAMES + TOY_WORKFLOW_NAMES)
 def test_ui_twin_matches_api(host, name):
     """The UI file converts (the frontend's way, with the host's /object_info) to exactly its API twin."""
     object_info = host.get("/object_info")
@@ -56,4 +56,35 @@ def test_ui_twin_matches_api(host, name):
 def test_template_browser_lists_workflows(host):
     listed = host.get("/workflow_templates")
     names = next(v for k, v in listed.items() if k == "unifusion")
-    assert sorted(names) == sorted(WORKFLOW_NAMES)
+    assert sorted(names) == sorted(WORKFLOW_NAMES + TOY_WORKFLOW_NAMES)
+
+
+@pytest.fixture(scope="module")
+def standalone_showcase():
+    """The `make demo` jobs through the standalone pipeline on the shipped toy models."""
+    import torch
+
+    from unifusion_core.pipeline import UniFusionPipeline
+    from unifusion_core.toy.shipped import require_shipped
+    from unifusion_core.toy.showcase import run_standalone
+
+    with torch.no_grad():
+        return {r.job.name: r for r in run_standalone(UniFusionPipeline.from_files(*require_shipped()),
+                                                       progress=lambda _: None)}
+
+
+@pytest.mark.parametrize("name", TOY_WORKFLOW_NAMES)
+def test_toy_workflow_runs_out_of_the_box(host, name, standalone_showcase):
+    """The toy workflows run exactly as shipped (the loaders list the pack's own models) and save the
+    showcase jobs; each image equals the standalone pipeline's up to 8-bit rounding."""
+    from unifusion_core.toy.showcase import OUTPUT_PREFIX
+
+    graph = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
+    entry = host.run_ok(graph)
+    saves = {n["inputs"]["filename_prefix"].split("/", 1)[1]: nid for nid, n in graph.items()
+             if n["class_type"] == "SaveImage" and n["inputs"]["filename_prefix"].startswith(OUTPUT_PREFIX)}
+    assert saves, f"{name} saves no showcase job"
+    for job, nid in saves.items():
+        (img,) = host.images(entry, nid)
+        ref = (standalone_showcase[job].image.clamp(0, 1) * 255).numpy()
+        assert np.abs(img.astype(np.float32) - ref).max() <= 2.0, f"{name}: {job} differs from the standalone run"

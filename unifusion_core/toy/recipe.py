@@ -1,64 +1,135 @@
-"""`make toy-train`: the shipped toy UniFusion model, reproduced from scratch with the project's trainer.
+"""`make toy-train` (second half): the shipped toy UniFusion model, reproduced from scratch with the
+project's trainer on the frozen toy VLM.
 
-Stages (each a plain `python -m unifusion_core.train` run on the frozen toy VLM):
-  1. T2I: paraphrased prompts with canonical VERIFI rewrites (mixed VERIFI / raw, ~3% recon);
+Stages (each a plain `python -m unifusion_core.train` run):
+  1. T2I: paraphrased prompts with canonical VERIFI rewrites, VERIFI / raw mixed per sample
+     (``--verifi_share``), ~3% reconstruction;
   2. edit fine-tune from stage 1: single-reference edits plus T2I examples (never two references).
-Ablations at the same budget: `--pooler last_layer` and `--verifi_share 0` (raw prompts only).
+Ablations at the stage-1 budget (same data, steps, batch, seed): ``--pooler last_layer`` (the last VLM
+layer instead of LAP) and ``--verifi_share 0`` (raw prompts only, no VERIFI).
 
-    python -m unifusion_core.toy.recipe --vlm models/toy/unifusion-toy-vlm --out runs/toy --minutes 20
+Runs go two at a time (``--parallel``), one torch thread each: stage 1 next to the last-layer
+ablation, then the edit fine-tune next to the raw-only ablation. Stage timings go to
+``out/recipe.json``; the shipped files are the fine-tuned checkpoint (fp32) and, under
+``models/toy/ablations/``, stage 1 and the ablations in fp16 (for the quality report).
+
+    python -m unifusion_core.toy.recipe --vlm models/toy/unifusion-toy-vlm --out runs/toy
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
-import shutil
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from .shipped import CHECKPOINT, MODELS_DIR
 from .tasks import write_dataset
 
 log = logging.getLogger(__name__)
 
-
-def _train(run_dir: Path, manifest: Path, vlm: str, steps: int, extra: list[str]) -> Path:
-    cmd = [sys.executable, "-m", "unifusion_core.train", "--manifest", str(manifest), "--vlm", vlm,
-           "--run_dir", str(run_dir), "--preset", "toy", "--resolution", "32", "--buckets", "1:1",
-           "--batch_size", "64", "--lr", "1e-3", "--warmup_steps", "50", "--max_steps", str(steps),
-           "--mixed_precision", "bf16", "--ema_decay", "0.995", "--save_every", "500", "--log_every", "50",
-           "--sample_steps", "20", *extra]
-    log.info("running %s", " ".join(cmd))
-    subprocess.run(cmd, check=True)
-    return run_dir / "unifusion.safetensors"
+ABLATIONS_DIR = MODELS_DIR / "ablations"
 
 
-def steps_for(minutes: float, seconds_per_step: float) -> int:
-    return max(50, int(minutes * 60 / seconds_per_step))
+def _command(run_dir: Path, manifest: Path, args, steps: int, extra: list[str]) -> list[str]:
+    return [sys.executable, "-m", "unifusion_core.train", "--manifest", str(manifest), "--vlm", args.vlm,
+            "--run_dir", str(run_dir), "--preset", "toy", "--resolution", "32", "--buckets", "1:1",
+            "--batch_size", str(args.batch_size), "--lr", str(args.lr), "--warmup_steps", "50",
+            "--max_steps", str(steps), "--mixed_precision", "bf16", "--ema_decay", "0.995",
+            "--save_every", "250", "--log_every", "50", "--sample_steps", "20", "--seed", "0",
+            "--verifi_share", str(args.verifi_share), *extra]
+
+
+def _run_all(jobs: list[tuple[str, list[str]]], parallel: int, logs: Path) -> dict[str, float]:
+    """Run (name, command) pairs ``parallel`` at a time, one torch thread each -> minutes per run."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    pending, running, minutes = list(jobs), {}, {}
+    while pending or running:
+        while pending and len(running) < parallel:
+            name, cmd = pending.pop(0)
+            log.info("starting %s: %s", name, " ".join(cmd))
+            out = open(logs / f"{name}.log", "w")
+            running[name] = (subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env), time.time(), out)
+        time.sleep(2)
+        for name, (proc, t0, out) in list(running.items()):
+            if proc.poll() is not None:
+                out.close()
+                del running[name]
+                if proc.returncode:
+                    raise SystemExit(f"{name} failed (exit {proc.returncode}); see {logs / (name + '.log')}")
+                minutes[name] = round((time.time() - t0) / 60, 1)
+                log.info("%s finished in %.1f min", name, minutes[name])
+    return minutes
+
+
+def _dataset(folder: Path, **kw) -> Path:
+    """``write_dataset`` unless ``folder`` already holds one written with the same arguments."""
+    stamp, manifest = folder / "recipe_args.json", folder / "manifest.jsonl"
+    if manifest.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == kw:
+        return manifest
+    manifest = write_dataset(folder, **kw)
+    stamp.write_text(json.dumps(kw))
+    return manifest
+
+
+def _half(src: Path, dst: Path) -> None:
+    """A fp16 copy of a checkpoint (same keys and metadata): the loader casts it back."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(src), "pt") as f:
+        tensors = {k: f.get_tensor(k).half() if f.get_tensor(k).is_floating_point() else f.get_tensor(k)
+                   for k in f.keys()}
+        meta = f.metadata()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(dst), metadata=meta)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--vlm", default="models/toy/unifusion-toy-vlm")
+    ap.add_argument("--vlm", default=str(MODELS_DIR / "unifusion-toy-vlm"))
     ap.add_argument("--out", default="runs/toy")
-    ap.add_argument("--t2i_steps", type=int, default=3000)
-    ap.add_argument("--edit_steps", type=int, default=1000)
-    ap.add_argument("--examples", type=int, default=4000, help="T2I examples in stage 1")
-    ap.add_argument("--ablations", action="store_true", help="also train last-layer and raw-only at stage-1 budget")
-    ap.add_argument("--ship", default="models/toy/unifusion-toy.safetensors")
+    ap.add_argument("--t2i_steps", type=int, default=1500)
+    ap.add_argument("--edit_steps", type=int, default=600)
+    ap.add_argument("--examples", type=int, default=16000, help="T2I examples in stage 1")
+    ap.add_argument("--batch_size", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--verifi_share", type=float, default=0.5, help="VERIFI (vs raw prompt) share of T2I/edit samples")
+    ap.add_argument("--parallel", type=int, default=2, help="trainings at once (one thread each)")
+    ap.add_argument("--no_ablations", action="store_true")
+    ap.add_argument("--ship", action="store_true", help=f"copy the results to {MODELS_DIR}")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    out, t0 = Path(args.out), time.perf_counter()
-    t2i = write_dataset(out / "data_t2i", t2i=args.examples, recon=args.examples // 30, size=32, seed=1)
-    edit = write_dataset(out / "data_edit", t2i=args.examples // 4, edit=args.examples, size=32, seed=2)
-    stage1 = _train(out / "t2i", t2i, args.vlm, args.t2i_steps, [])
-    stage2 = _train(out / "edit", edit, args.vlm, args.edit_steps, ["--init_from", str(stage1), "--warmup_steps", "10"])
-    if args.ablations:
-        _train(out / "ablation_last_layer", t2i, args.vlm, args.t2i_steps, ["--pooler", "last_layer"])
-        _train(out / "ablation_raw_only", t2i, args.vlm, args.t2i_steps, ["--verifi_share", "0"])
-    Path(args.ship).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(stage2, args.ship)
-    log.info("shipped %s (stage 1 %s) in %.1f min", args.ship, stage1, (time.perf_counter() - t0) / 60)
+    out, t0 = Path(args.out), time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    t2i = _dataset(out / "data_t2i", t2i=args.examples, recon=args.examples // 30, size=32, seed=1)
+    edit = _dataset(out / "data_edit", t2i=args.examples // 4, edit=args.examples // 2, size=32, seed=2)
+    data_minutes = round((time.time() - t0) / 60, 1)
+    stage1 = out / "t2i" / "unifusion.safetensors"
+    first = [("t2i", _command(out / "t2i", t2i, args, args.t2i_steps, []))]
+    second = [("edit", _command(out / "edit", edit, args, args.edit_steps,
+                                ["--init_from", str(stage1), "--warmup_steps", "10"]))]
+    if not args.no_ablations:
+        first.append(("ablation_last_layer", _command(out / "ablation_last_layer", t2i, args, args.t2i_steps,
+                                                      ["--pooler", "last_layer"])))
+        second.append(("ablation_raw_only", _command(out / "ablation_raw_only", t2i, args, args.t2i_steps,
+                                                     ["--verifi_share", "0"])))
+    minutes = _run_all(first, args.parallel, out)
+    minutes.update(_run_all(second, args.parallel, out))
+    record = {"args": vars(args), "data_minutes": data_minutes, "run_minutes": minutes,
+              "total_minutes": round((time.time() - t0) / 60, 1), "cpu_count": os.cpu_count()}
+    (out / "recipe.json").write_text(json.dumps(record, indent=2))
+    if args.ship:
+        CHECKPOINT.parent.mkdir(parents=True, exist_ok=True)
+        CHECKPOINT.write_bytes((out / "edit" / "unifusion.safetensors").read_bytes())
+        for name in ("t2i", *(n for n, _ in first[1:] + second[1:])):
+            _half(out / name / "unifusion.safetensors", ABLATIONS_DIR / f"{name}.safetensors")
+        (ABLATIONS_DIR / "recipe.json").write_text(json.dumps(record, indent=2))
+        log.info("shipped %s and %s", CHECKPOINT, ABLATIONS_DIR)
+    log.info("recipe finished in %.1f min: %s", record["total_minutes"], minutes)
     return 0
 
 
