@@ -112,9 +112,23 @@ def test_cli_generate_and_edit_write_pngs(setup, tmp_path):
 
 
 def test_make_demo_entry_writes_images(tmp_path):
+    """`make demo` on the shipped toy models: every showcase job's PNG, the contact sheet and the scores
+    (their quality thresholds live in test_toy_quality.py)."""
+    import json
+    import os
+
+    from unifusion_core.toy.showcase import JOBS, SIZE
+
+    env = {k: v for k, v in os.environ.items() if k != "COMFYUI_PATH"}  # the standalone half only
     r = subprocess.run([sys.executable, "-m", "unifusion_core", "demo", "--out", str(tmp_path)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=600)  # ~7 s alone on 2 cores; generous for a loaded machine
+                       capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, r.stderr
-    assert "UNTRAINED" in r.stdout
-    for name in ("t2i", "edit", "compose_2ref"):
-        assert Image.open(tmp_path / f"{name}.png").size == (64, 64)
+    assert "COMFYUI_PATH is not set" in r.stdout
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert sorted(scores) == sorted(j.name for j in JOBS)
+    for job in JOBS:
+        assert Image.open(tmp_path / f"{job.name}.png").size == (SIZE, SIZE)
+        assert 0.0 <= scores[job.name]["facts"] <= 1.0
+        assert bool(scores[job.name]["rewrite"]) == job.verifi
+    sheet = Image.open(tmp_path / "contact_sheet.png")
+    assert sheet.size[0] > 600 and sheet.size[1] > len(JOBS) * 4 * SIZE

@@ -25,6 +25,21 @@ def sdpa_attention(q, k, v, heads, mask=None, skip_reshape=True, **_):
     return out.transpose(1, 2).flatten(2)  # (B, S, H*Dh)
 
 
+def eager_attention(q, k, v, heads, mask=None, skip_reshape=True, **_):
+    """softmax(q k^T / sqrt(Dh) + mask) v, written out: same signature and result as
+    ``sdpa_attention``; its backward is ~1.5x faster than CPU SDPA's at toy sizes (~100 tokens)."""
+    if not skip_reshape:
+        q, k, v = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k, v))
+    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (B, H, S, S)
+    if mask is not None:
+        scores = scores + mask
+    out = scores.softmax(-1).to(v.dtype) @ v  # (B, H, S, Dh)
+    return out.transpose(1, 2).flatten(2)  # (B, S, H*Dh)
+
+
+ATTENTION = {"sdpa": sdpa_attention, "eager": eager_attention}
+
+
 def key_padding_bias(mask: torch.Tensor | None, dtype) -> torch.Tensor | None:
     """(B, S) bool keep-mask -> additive (B, 1, 1, S) bias: 0 where kept, a large negative where not."""
     if mask is None or bool(mask.all()):

@@ -40,7 +40,7 @@ def _command(run_dir: Path, manifest: Path, args, steps: int, extra: list[str]) 
             "--batch_size", str(args.batch_size), "--lr", str(args.lr), "--warmup_steps", "50",
             "--max_steps", str(steps), "--mixed_precision", "bf16", "--ema_decay", "0.995",
             "--save_every", "250", "--log_every", "50", "--sample_steps", "20", "--seed", "0",
-            "--verifi_share", str(args.verifi_share), *extra]
+            "--verifi_share", str(args.verifi_share), "--attention", "eager", *extra]
 
 
 def _run_all(jobs: list[tuple[str, list[str]]], parallel: int, logs: Path) -> dict[str, float]:
@@ -92,8 +92,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vlm", default=str(MODELS_DIR / "unifusion-toy-vlm"))
     ap.add_argument("--out", default="runs/toy")
-    ap.add_argument("--t2i_steps", type=int, default=1500)
-    ap.add_argument("--edit_steps", type=int, default=600)
+    ap.add_argument("--t2i_steps", type=int, default=1200)
+    ap.add_argument("--edit_steps", type=int, default=500)
     ap.add_argument("--examples", type=int, default=16000, help="T2I examples in stage 1")
     ap.add_argument("--batch_size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)

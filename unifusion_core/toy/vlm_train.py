@@ -159,7 +159,10 @@ def train(cfg: VLMTrainConfig) -> Path:
     torch.set_num_threads(cfg.threads)
     out, vcfg = Path(cfg.out), ToyVLMConfig.preset(cfg.preset)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    record = asdict(cfg)
+    if cfg.init_from and (Path(cfg.init_from) / "train_config.json").is_file():  # the earlier stages
+        record["continues"] = json.loads((Path(cfg.init_from) / "train_config.json").read_text())
+    (out / "train_config.json").write_text(json.dumps(record, indent=2))
     tokenizer, before = build_tokenizer(), {"trained_steps": 0, "trained_minutes": 0.0}
     if cfg.init_from:
         model, before, vcfg = _warm_start(Path(cfg.init_from))
@@ -266,9 +269,17 @@ def parse_args(argv=None) -> VLMTrainConfig:
     p.add_argument("--log-every", type=int, default=d.log_every)
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    p.add_argument("--mix", default=",".join(map(str, d.mix)),
+                   help=f"task weights, comma-separated, in the order {','.join(TASKS)}")
     p.add_argument("--init-from", default=d.init_from, help="continue training this toy VLM folder")
     p.add_argument("--no-bf16", dest="bf16", action="store_false")
     a = p.parse_args(argv)
+    try:
+        mix = tuple(float(w) for w in a.mix.split(","))
+    except ValueError:
+        mix = ()
+    if len(mix) != len(TASKS) or min(mix) < 0 or sum(mix) <= 0:
+        p.error(f"--mix should be {len(TASKS)} non-negative weights ({','.join(TASKS)}), found {a.mix!r}")
     return VLMTrainConfig(out=a.out, minutes=a.minutes, preset=a.preset, batch_size=a.batch_size,
                           lr=a.lr, max_steps=a.max_steps, seed=a.seed, log_every=a.log_every, bf16=a.bf16,
-                          threads=a.threads, warmup_steps=a.warmup_steps, init_from=a.init_from)
+                          threads=a.threads, warmup_steps=a.warmup_steps, init_from=a.init_from, mix=mix)

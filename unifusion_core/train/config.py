@@ -50,6 +50,7 @@ class TrainConfig:
     ema_decay: float = 0.999  # 0 disables EMA (the export then holds the raw weights)
     mixed_precision: str = "no"  # "no" | "bf16" (autocast)
     grad_checkpointing: bool = False
+    attention: str = "sdpa"  # DiT attention in training: "sdpa" (torch SDPA) | "eager" (faster backward on CPU)
     compile: bool = False
     seed: int = 0
     logit_mean: float = 0.0
@@ -77,6 +78,8 @@ class TrainConfig:
                 raise UniFusionError(f"{name} must lie in [0, 1], found {value}.")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise UniFusionError(f"mixed_precision must be 'no', 'bf16' or 'fp16', found {self.mixed_precision!r}.")
+        if self.attention not in ("sdpa", "eager"):
+            raise UniFusionError(f"attention must be 'sdpa' or 'eager', found {self.attention!r}.")
         if self.decay not in ("cosine", "linear", "constant"):
             raise UniFusionError(f"decay must be 'cosine', 'linear' or 'constant', found {self.decay!r}.")
 

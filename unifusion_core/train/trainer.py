@@ -17,6 +17,7 @@ from torch import nn
 
 from .. import flow
 from ..checkpoint import build_modules, check_vlm, load_checkpoint
+from ..layers import ATTENTION
 from ..config import LATENT_CHANNELS, UniFusionConfig, VLMSpec
 from ..errors import UniFusionError
 from .batches import BatchMaker, training_shift
@@ -99,7 +100,7 @@ def _setup(t: TrainConfig, acc):
 
 def _build_model(t: TrainConfig, ucfg):
     torch.manual_seed(t.seed)  # identical init on every process
-    pooler, dit = build_modules(ucfg)
+    pooler, dit = build_modules(ucfg, attn_fn=ATTENTION[t.attention])
     if t.init_from:
         state = load_checkpoint(t.init_from)[1]
         pooler.load_state_dict(state["lap"])
