@@ -103,6 +103,7 @@ def test_draw_inspector(layerviz):
 
 WORKFLOW_NAMES = ("t2i", "edit", "compose_two_refs", "chain_two_edits", "t2i_custom_sampler", "verifi_t2i",
                   "verifi_edit", "verifi_edit_the_rewrite")
+WORKFLOW_NAMES += ("toy_t2i_verifi", "toy_t2i_raw", "toy_edit_chain", "toy_compose_two_refs")  # shipped models
 
 
 def _drops(longer: list, shorter: list, k: int) -> bool:
