@@ -12,6 +12,8 @@ Legend: Lv VLM layers tapped, T tokens, Dv VLM width, V vocabulary.
 """
 from __future__ import annotations
 
+import functools
+
 import inspect
 
 import torch
@@ -68,7 +70,7 @@ class Context:
     def _forward(self, chunk: dict, n: int, logits: bool, stop_early: bool):
         if self.positions is not None:
             chunk["position_ids"] = self._positions(self.length, self.length + n)
-        kwargs = dict(chunk, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        kwargs = dict(chunk, use_cache=True, logits_to_keep=1, **{cache_kwarg(self.model): self.cache})
         hidden, out = self.tap.call(lambda: self.model(**kwargs), stop_early=stop_early and not logits)
         self.chunks.append(hidden[:, 0])  # (Lv, n, Dv)
         self.length += n
@@ -84,6 +86,19 @@ class Context:
             text = torch.arange(first, end, device=self.positions.device) + self.delta
             parts.append(text.view(1, 1, -1).expand(3, 1, -1))
         return torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
+
+
+def cache_kwarg(model) -> str:
+    """The forward keyword of the KV cache: ``cache`` from transformers 5.24 (``past_key_values``
+    warns there and goes in 5.40), ``past_key_values`` before."""
+    return _cache_kwarg(type(model))
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_kwarg(model_type) -> str:
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model_type.forward).parameters else "past_key_values"
 
 
 def rope_positions(model, inputs: dict) -> tuple[torch.Tensor | None, int]:
