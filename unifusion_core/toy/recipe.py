@@ -34,13 +34,13 @@ log = logging.getLogger(__name__)
 ABLATIONS_DIR = MODELS_DIR / "ablations"
 
 
-def _command(run_dir: Path, manifest: Path, args, steps: int, extra: list[str]) -> list[str]:
-    return [sys.executable, "-m", "unifusion_core.train", "--manifest", str(manifest), "--vlm", args.vlm,
-            "--run_dir", str(run_dir), "--preset", "toy", "--resolution", "32", "--buckets", "1:1",
-            "--batch_size", str(args.batch_size), "--lr", str(args.lr), "--warmup_steps", "50",
-            "--max_steps", str(steps), "--mixed_precision", "bf16", "--ema_decay", "0.995",
-            "--save_every", "250", "--log_every", "50", "--sample_steps", "20", "--seed", "0",
-            "--verifi_share", str(args.verifi_share), "--attention", "eager", *extra]
+def _command(run_dir: Path, manifest: Path, args, steps: int, **overrides) -> list[str]:
+    flags = {"manifest": manifest, "vlm": args.vlm, "run_dir": run_dir, "preset": "toy", "resolution": 32,
+             "buckets": "1:1", "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": 50,
+             "max_steps": steps, "mixed_precision": "bf16", "ema_decay": 0.995, "save_every": 250,
+             "log_every": 50, "sample_steps": 20, "seed": 0, "verifi_share": args.verifi_share,
+             "attention": "eager", **overrides}
+    return [sys.executable, "-m", "unifusion_core.train", *(x for k, v in flags.items() for x in (f"--{k}", str(v)))]
 
 
 def _run_all(jobs: list[tuple[str, list[str]]], parallel: int, logs: Path) -> dict[str, float]:
@@ -109,14 +109,13 @@ def main(argv=None) -> int:
     edit = _dataset(out / "data_edit", t2i=args.examples // 4, edit=args.examples // 2, size=32, seed=2)
     data_minutes = round((time.time() - t0) / 60, 1)
     stage1 = out / "t2i" / "unifusion.safetensors"
-    first = [("t2i", _command(out / "t2i", t2i, args, args.t2i_steps, []))]
-    second = [("edit", _command(out / "edit", edit, args, args.edit_steps,
-                                ["--init_from", str(stage1), "--warmup_steps", "10"]))]
+    first = [("t2i", _command(out / "t2i", t2i, args, args.t2i_steps))]
+    second = [("edit", _command(out / "edit", edit, args, args.edit_steps, init_from=stage1, warmup_steps=10))]
     if not args.no_ablations:
         first.append(("ablation_last_layer", _command(out / "ablation_last_layer", t2i, args, args.t2i_steps,
-                                                      ["--pooler", "last_layer"])))
+                                                      pooler="last_layer")))
         second.append(("ablation_raw_only", _command(out / "ablation_raw_only", t2i, args, args.t2i_steps,
-                                                     ["--verifi_share", "0"])))
+                                                     verifi_share=0)))
     minutes = _run_all(first, args.parallel, out)
     minutes.update(_run_all(second, args.parallel, out))
     record = {"args": vars(args), "data_minutes": data_minutes, "run_minutes": minutes,
