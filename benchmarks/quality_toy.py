@@ -5,7 +5,7 @@
 Every figure is the mean over fresh seeded examples (seeds never used in training), scored by the
 model-free evaluator of unifusion_core.toy (unifusion_core/toy/quality.py). One line per figure,
 `name = value (goal OP threshold)`, machine first; then the ablations at equal budget (the fp16 copies
-in models/toy/ablations/ written by `make toy-train`) next to the paper's corresponding deltas.
+in unifusion_core/toy/models/ablations/ written by `make toy-train`) next to the paper's corresponding deltas.
 Exits 0 even when a goal is missed.
 """
 from __future__ import annotations

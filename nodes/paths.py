@@ -1,7 +1,7 @@
 """Model folders of the pack: registered once, by the entry point, never by assignment (a user's
 extra_model_paths.yaml entries for "LLM" are applied before custom nodes load and must survive).
 
-The pack's own trained demo models (``models/toy`` in the pack: the toy VLM folder and the toy
+The pack's own trained demo models (``unifusion_core/toy/models`` in the pack: the toy VLM folder and the toy
 checkpoint) are listed after the user's files by our two loaders only, so the shipped workflows run
 out of the box and ComfyUI's stock loaders never see a file they cannot load."""
 from __future__ import annotations

@@ -11,9 +11,9 @@ layer instead of LAP) and ``--verifi_share 0`` (raw prompts only, no VERIFI).
 Runs go two at a time (``--parallel``), one torch thread each: stage 1 next to the last-layer
 ablation, then the edit fine-tune next to the raw-only ablation. Stage timings go to
 ``out/recipe.json``; the shipped files are the fine-tuned checkpoint (fp32) and, under
-``models/toy/ablations/``, stage 1 and the ablations in fp16 (for the quality report).
+``unifusion_core/toy/models/ablations/``, stage 1 and the ablations in fp16 (for the quality report).
 
-    python -m unifusion_core.toy.recipe --vlm models/toy/unifusion-toy-vlm --out runs/toy
+    python -m unifusion_core.toy.recipe --vlm unifusion_core/toy/models/unifusion-toy-vlm --out runs/toy
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Where the pack's own trained demo models live (``models/toy`` in the repository), so the CLI demo,
+"""Where the pack's own trained demo models live (``unifusion_core/toy/models`` in the repository), so the CLI demo,
 the quality report, the tests and the ComfyUI loaders all find the same files."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import UniFusionError
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models" / "toy"
+MODELS_DIR = Path(__file__).resolve().parent / "models"
 VLM_NAME = "unifusion-toy-vlm"  # the toy VLM folder (as ComfyUI's VLM loader lists it)
 CHECKPOINT_NAME = "unifusion-toy.safetensors"  # the toy UniFusion checkpoint (edit fine-tuned)
 VLM_DIR = MODELS_DIR / VLM_NAME

@@ -47,7 +47,7 @@ PICK_INSTRUCTIONS = ("describe the first image.", "describe the second image.")
 class VLMTrainConfig:
     """Trainer settings (dumped to ``out/train_config.json``)."""
 
-    out: str = "models/toy/unifusion-toy-vlm"
+    out: str = "unifusion_core/toy/models/unifusion-toy-vlm"
     minutes: float = 30.0
     preset: str = "toy"
     batch_size: int = 32
