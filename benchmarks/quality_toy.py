@@ -41,7 +41,9 @@ def pct(x: float) -> str:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=100, help="examples per generation figure")
-    ap.add_argument("--vlm-n", type=int, default=200, help="scenes per VLM caption / rewrite figure")
+    ap.add_argument("--vlm-n", type=int, default=200,
+                    help="scenes per VLM caption / rewrite figure (0 skips them: `python -m unifusion_core.toy "
+                         "eval-vlm` prints the same figures)")
     ap.add_argument("--vlm", default=str(VLM_DIR))
     ap.add_argument("--checkpoint", default=str(CHECKPOINT))
     ap.add_argument("--ablations", default=str(ABLATIONS_DIR))
@@ -54,14 +56,15 @@ def main():
     print(f"evaluator_fact_accuracy_clean = {pct(q.evaluator_accuracy(200))}  (goal >= 99%)  [200 renders]")
     print(f"evaluator_fact_accuracy_mild = {pct(q.evaluator_accuracy(200, noise=0.03, blur=0.5))}  (goal >= 95%)  "
           f"[200 renders, blur 0.5 px + noise 0.03]")
-    from unifusion_core.toy.vlm_train import evaluate as evaluate_vlm
+    if args.vlm_n:
+        from unifusion_core.toy.vlm_train import evaluate as evaluate_vlm
 
-    vlm = evaluate_vlm(args.vlm, n=args.vlm_n, tasks=("caption", "t2i", "edit", "compose"))
-    print(f"vlm_caption_fact_accuracy = {pct(vlm['caption']['fact_accuracy'])}  (goal >= 98%)  "
-          f"[{args.vlm_n} scenes, greedy captions parsed back]")
-    for task in ("t2i", "edit", "compose"):
-        print(f"vlm_{task}_rewrite_fact_accuracy = {pct(vlm[task]['fact_accuracy'])}  (goal: report)  "
-              f"[{args.vlm_n} held-out {task} prompts rewritten, parsed back]")
+        vlm = evaluate_vlm(args.vlm, n=args.vlm_n, tasks=("caption", "t2i", "edit", "compose"))
+        print(f"vlm_caption_fact_accuracy = {pct(vlm['caption']['fact_accuracy'])}  (goal >= 98%)  "
+              f"[{args.vlm_n} scenes, greedy captions parsed back]")
+        for task in ("t2i", "edit", "compose"):
+            print(f"vlm_{task}_rewrite_fact_accuracy = {pct(vlm[task]['fact_accuracy'])}  (goal: report)  "
+                  f"[{args.vlm_n} held-out {task} prompts rewritten, parsed back]")
     pipe = UniFusionPipeline.from_files(args.checkpoint, args.vlm)
     v = q.t2i_accuracy(pipe, n, verifi=True)
     r = q.t2i_accuracy(pipe, n, verifi=False)

@@ -8,8 +8,9 @@ Stages (each a plain `python -m unifusion_core.train` run):
 Ablations at the stage-1 budget (same data, steps, batch, seed): ``--pooler last_layer`` (the last VLM
 layer instead of LAP) and ``--verifi_share 0`` (raw prompts only, no VERIFI).
 
-Runs go two at a time (``--parallel``), one torch thread each: stage 1 next to the last-layer
-ablation, then the edit fine-tune next to the raw-only ablation. Stage timings go to
+Runs go two at a time (``--parallel``), one torch thread each: stage 1 and the last-layer ablation
+first; the edit fine-tune takes the first free slot once stage 1 is done, the raw-only ablation the
+other. Stage timings go to
 ``out/recipe.json``; the shipped files are the fine-tuned checkpoint (fp32) and, under
 ``unifusion_core/toy/models/ablations/``, stage 1 and the ablations in fp16 (for the quality report).
 
@@ -43,13 +44,17 @@ def _command(run_dir: Path, manifest: Path, args, steps: int, **overrides) -> li
     return [sys.executable, "-m", "unifusion_core.train", *(x for k, v in flags.items() for x in (f"--{k}", str(v)))]
 
 
-def _run_all(jobs: list[tuple[str, list[str]]], parallel: int, logs: Path) -> dict[str, float]:
-    """Run (name, command) pairs ``parallel`` at a time, one torch thread each -> minutes per run."""
+def _run_all(jobs: list[tuple[str, list[str], str | None]], parallel: int, logs: Path) -> dict[str, float]:
+    """Run (name, command, name of the run it needs first or None) ``parallel`` at a time, one torch
+    thread each, each as soon as a slot is free and its dependency has finished -> minutes per run."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     pending, running, minutes = list(jobs), {}, {}
     while pending or running:
-        while pending and len(running) < parallel:
-            name, cmd = pending.pop(0)
+        ready = [j for j in pending if j[2] is None or j[2] in minutes]
+        while ready and len(running) < parallel:
+            job = ready.pop(0)
+            pending.remove(job)
+            name, cmd, _ = job
             log.info("starting %s: %s", name, " ".join(cmd))
             out = open(logs / f"{name}.log", "w")
             running[name] = (subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env), time.time(), out)
@@ -93,7 +98,7 @@ def main(argv=None) -> int:
     ap.add_argument("--vlm", default=str(MODELS_DIR / "unifusion-toy-vlm"))
     ap.add_argument("--out", default="runs/toy")
     ap.add_argument("--t2i_steps", type=int, default=1200)
-    ap.add_argument("--edit_steps", type=int, default=500)
+    ap.add_argument("--edit_steps", type=int, default=400)
     ap.add_argument("--examples", type=int, default=16000, help="T2I examples in stage 1")
     ap.add_argument("--batch_size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -109,22 +114,22 @@ def main(argv=None) -> int:
     edit = _dataset(out / "data_edit", t2i=args.examples // 4, edit=args.examples // 2, size=32, seed=2)
     data_minutes = round((time.time() - t0) / 60, 1)
     stage1 = out / "t2i" / "unifusion.safetensors"
-    first = [("t2i", _command(out / "t2i", t2i, args, args.t2i_steps))]
-    second = [("edit", _command(out / "edit", edit, args, args.edit_steps, init_from=stage1, warmup_steps=10))]
+    # the edit fine-tune is on the critical path: it takes the first free slot once stage 1 is done
+    jobs = [("t2i", _command(out / "t2i", t2i, args, args.t2i_steps), None),
+            ("edit", _command(out / "edit", edit, args, args.edit_steps, init_from=stage1, warmup_steps=10), "t2i")]
     if not args.no_ablations:
-        first.append(("ablation_last_layer", _command(out / "ablation_last_layer", t2i, args, args.t2i_steps,
-                                                      pooler="last_layer")))
-        second.append(("ablation_raw_only", _command(out / "ablation_raw_only", t2i, args, args.t2i_steps,
-                                                     verifi_share=0)))
-    minutes = _run_all(first, args.parallel, out)
-    minutes.update(_run_all(second, args.parallel, out))
+        jobs[1:1] = [("ablation_last_layer", _command(out / "ablation_last_layer", t2i, args, args.t2i_steps,
+                                                      pooler="last_layer"), None)]
+        jobs.append(("ablation_raw_only", _command(out / "ablation_raw_only", t2i, args, args.t2i_steps,
+                                                   verifi_share=0), None))
+    minutes = _run_all(jobs, args.parallel, out)
     record = {"args": vars(args), "data_minutes": data_minutes, "run_minutes": minutes,
               "total_minutes": round((time.time() - t0) / 60, 1), "cpu_count": os.cpu_count()}
     (out / "recipe.json").write_text(json.dumps(record, indent=2))
     if args.ship:
         CHECKPOINT.parent.mkdir(parents=True, exist_ok=True)
         CHECKPOINT.write_bytes((out / "edit" / "unifusion.safetensors").read_bytes())
-        for name in ("t2i", *(n for n, _ in first[1:] + second[1:])):
+        for name in (n for n, _, _ in jobs if n != "edit"):
             _half(out / name / "unifusion.safetensors", ABLATIONS_DIR / f"{name}.safetensors")
         (ABLATIONS_DIR / "recipe.json").write_text(json.dumps(record, indent=2))
         log.info("shipped %s and %s", CHECKPOINT, ABLATIONS_DIR)
