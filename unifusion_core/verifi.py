@@ -48,6 +48,9 @@ PRESETS = {
 }
 
 
+_WARNED: set = set()
+
+
 def task_for(num_images: int) -> str:
     """The task a request with ``num_images`` reference images is: t2i, edit or multi_ref."""
     return "t2i" if num_images == 0 else "edit" if num_images == 1 else "multi_ref"
@@ -63,7 +66,8 @@ def system_prompt(task: str, cfg=None, override: str | None = None) -> str:
     trained = dict(getattr(cfg, "system_prompts", None) or {})
     if trained.get(task, "").strip():
         return trained[task].strip()
-    if trained:
+    if trained and (tuple(sorted(trained)), task) not in _WARNED:  # once per kind of checkpoint and task
+        _WARNED.add((tuple(sorted(trained)), task))
         log.warning("The checkpoint names training system prompts for %s but not for '%s'; using "
                     "the '%s' preset.", ", ".join(sorted(trained)), task, task)
     return PRESETS[task]
