@@ -22,8 +22,9 @@ TOY_WORKFLOWS = ("toy_t2i_verifi", "toy_t2i_raw", "toy_edit_chain", "toy_compose
 def _save_png(image, path: Path) -> None:
     from PIL import Image
 
-    arr = (np.clip(np.asarray(image, dtype=np.float32), 0, 1) * 255).round().astype(np.uint8)
-    Image.fromarray(arr).save(path)
+    from .toy.showcase import to_uint8
+
+    Image.fromarray(to_uint8(image)).save(path)
 
 
 def _write(results, out: Path, stem: str, header: str) -> None:

@@ -13,7 +13,7 @@ import random
 import torch
 
 from . import evaluator, tasks
-from .showcase import CFG, SIZE, STEPS
+from .showcase import CFG, REWRITE_TOKENS, SIZE, STEPS
 from .world import Scene, render
 
 SEED = 987_654
@@ -23,7 +23,7 @@ CHUNK = 25
 def _greedy():
     from ..vlm.sampling import Sampling
 
-    return Sampling(max_new_tokens=96)  # canonical descriptions are < 60 tokens
+    return Sampling(max_new_tokens=REWRITE_TOKENS)
 
 
 @torch.no_grad()

@@ -86,9 +86,9 @@ def _half(src: Path, dst: Path) -> None:
     from safetensors.torch import save_file
 
     with safe_open(str(src), "pt") as f:
-        tensors = {k: f.get_tensor(k).half() if f.get_tensor(k).is_floating_point() else f.get_tensor(k)
-                   for k in f.keys()}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # each read once
         meta = f.metadata()
+    tensors = {k: t.half() if t.is_floating_point() else t for k, t in tensors.items()}
     dst.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(dst), metadata=meta)
 

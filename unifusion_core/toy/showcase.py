@@ -26,6 +26,7 @@ from .world import Obj, Scene
 SIZE = 32  # generated image side (px), the toy model's training resolution
 SEED = 7  # sampler noise seed of the first job (each job adds its index)
 STEPS, CFG = 20, 3.0  # Euler steps and CFG scale of every job (KSampler euler / simple in ComfyUI)
+REWRITE_TOKENS = 96  # greedy VERIFI rewrites: canonical descriptions are < 60 tokens
 OUTPUT_PREFIX = "unifusion_toy"  # the workflows save <job>.png under ComfyUI's output/unifusion_toy/
 
 _START = Scene("beige", (Obj("circle", "red", "large", 0, 0), Obj("square", "blue", "small", 2, 2)))
@@ -71,6 +72,13 @@ def _jobs() -> tuple[Job, ...]:
 JOBS = _jobs()
 
 
+def to_uint8(image):
+    """(H, W, 3) floats in 0..1 (tensor or array) -> uint8 numpy array."""
+    import numpy as np
+
+    return (np.clip(np.asarray(image, dtype=np.float32), 0, 1) * 255).round().astype(np.uint8)
+
+
 @dataclass
 class Result:
     """One job's output image (H, W, 3 floats in 0..1), its VERIFI rewrite and its scores."""
@@ -100,7 +108,8 @@ def run_standalone(pipe, progress=print) -> list[Result]:
     for job in JOBS:
         refs = [done[r].image for r in job.refs]
         if job.verifi:
-            cond, mask, texts = pipe.encode_verifi([job.prompt], [refs], sampling=Sampling(max_new_tokens=96))
+            cond, mask, texts = pipe.encode_verifi([job.prompt], [refs],
+                                                   sampling=Sampling(max_new_tokens=REWRITE_TOKENS))
         else:
             (cond, mask), texts = pipe.encode([job.prompt], [refs]), [""]
         image = pipe.sample(cond, mask, width=SIZE, height=SIZE, seed=job.seed, steps=STEPS, cfg=CFG)[0]
@@ -116,15 +125,13 @@ def _score_text(scores: dict) -> str:
 def contact_sheet(results: list[Result], header: str, scale: int = 4):
     """One PIL image: a row per job with its reference images, its output and the text (prompt,
     rewrite, scores)."""
-    import numpy as np
     from PIL import Image, ImageDraw
 
     by_name = {r.job.name: r for r in results}
     tile, pad, text_w, line_h = SIZE * scale, 8, 560, 12
 
     def pil(img):
-        arr = (np.clip(np.asarray(img, dtype=np.float32), 0, 1) * 255).round().astype(np.uint8)
-        return Image.fromarray(arr).resize((tile, tile), Image.NEAREST)
+        return Image.fromarray(to_uint8(img)).resize((tile, tile), Image.NEAREST)
 
     rows = []
     for r in results:
