@@ -1,5 +1,8 @@
 # `make test` and `make demo` work on a fresh machine: they build .venv, install torch==2.13.0 only
-# when the venv cannot import torch, then the requirements (which never list torch).
+# when the venv cannot import torch, then the requirements (which never list torch) at the exact
+# versions of requirements-lock.txt, so a registry release cannot change the suite's outcome.
+# `make test-latest` runs the same suite on the newest versions requirements.txt allows (drift, on
+# purpose); `make lock` re-resolves the lock files.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 FIND_LINKS := $(shell [ -d /opt/wheels ] && echo --find-links /opt/wheels)
@@ -7,27 +10,50 @@ STAMP := $(VENV)/.installed
 
 VENV457 ?= .venv457
 PY457 := $(VENV457)/bin/python
+VENVLATEST ?= .venv-latest
+PYLATEST := $(VENVLATEST)/bin/python
+# The suites are CPU-only: GPUs stay hidden even on a machine that has them (CUDA_VISIBLE_DEVICES
+# empty); pytest prints the 15 slowest tests.
+COMPAT_TESTS := tests/test_vlm_families.py tests/test_vlm_layers.py tests/test_vlm_loader.py tests/test_verifi_generate.py tests/test_verifi_decoding.py tests/test_verifi_cache.py tests/test_verifi_api.py tests/test_pipeline.py tests/test_tiny_weights.py
 
-.PHONY: test test-compat demo bench toy-train quality clean
+.PHONY: test test-compat test-latest lock demo bench toy-train quality clean
 
-$(STAMP): requirements.txt requirements-test.txt
+$(STAMP): requirements.txt requirements-test.txt requirements-lock.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(FIND_LINKS) torch==2.13.0
-	$(PY) -m pip install -q $(FIND_LINKS) -r requirements.txt -r requirements-test.txt
+	$(PY) -m pip install -q $(FIND_LINKS) -c requirements-lock.txt -r requirements.txt -r requirements-test.txt
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -rs tests
+	env CUDA_VISIBLE_DEVICES= $(PY) -m pytest -q -rs --durations=15 tests
 
-# the VLM backends and the pipeline on the oldest supported transformers (4.57)
-$(VENV457)/.installed: requirements.txt requirements-test.txt
+# the VLM backends and the pipeline on the oldest supported transformers (4.57), also pinned
+$(VENV457)/.installed: requirements.txt requirements-test.txt requirements-lock-457.txt
 	test -x $(PY457) || python3 -m venv $(VENV457)
 	$(PY457) -c "import torch" 2>/dev/null || $(PY457) -m pip install -q $(FIND_LINKS) torch==2.13.0
-	$(PY457) -m pip install -q $(FIND_LINKS) -r requirements.txt -r requirements-test.txt "transformers==4.57.*"
+	$(PY457) -m pip install -q $(FIND_LINKS) -c requirements-lock-457.txt -r requirements.txt -r requirements-test.txt "transformers==4.57.*"
 	touch $@
 
 test-compat: $(VENV457)/.installed
-	$(PY457) -m pytest -q -rs tests/test_vlm_families.py tests/test_vlm_layers.py tests/test_vlm_loader.py tests/test_verifi_generate.py tests/test_verifi_decoding.py tests/test_verifi_cache.py tests/test_verifi_api.py tests/test_pipeline.py
+	env CUDA_VISIBLE_DEVICES= $(PY457) -m pytest -q -rs --durations=15 $(COMPAT_TESTS)
+
+# the same suite on the newest versions requirements.txt allows (torch stays 2.13.0): drift, seen on purpose
+test-latest:
+	test -x $(PYLATEST) || python3 -m venv $(VENVLATEST)
+	$(PYLATEST) -c "import torch" 2>/dev/null || $(PYLATEST) -m pip install -q $(FIND_LINKS) torch==2.13.0
+	$(PYLATEST) -m pip install -q -U $(FIND_LINKS) -r requirements.txt -r requirements-test.txt torch==2.13.0
+	$(PYLATEST) -m pip freeze | grep -i -E '^(transformers|accelerate|safetensors|numpy|pillow|tokenizers|einops)=='
+	env CUDA_VISIBLE_DEVICES= $(PYLATEST) -m pytest -q -rs --durations=15 tests
+
+# re-resolve both lock files from the registry today (then run make test and commit them)
+lock:
+	rm -rf /tmp/unifusion-lock && python3 -m venv /tmp/unifusion-lock
+	/tmp/unifusion-lock/bin/pip install -q $(FIND_LINKS) torch==2.13.0 -r requirements.txt -r requirements-test.txt
+	{ echo "# Exact versions for \`make test\` (pip constraints), from \`make lock\` on $$(date -u +%F)."; echo "torch==2.13.0"; /tmp/unifusion-lock/bin/pip freeze | grep -v '^torch=='; } > requirements-lock.txt
+	rm -rf /tmp/unifusion-lock && python3 -m venv /tmp/unifusion-lock
+	/tmp/unifusion-lock/bin/pip install -q $(FIND_LINKS) torch==2.13.0 -r requirements.txt -r requirements-test.txt "transformers==4.57.*"
+	{ echo "# Exact versions for \`make test-compat\` (transformers 4.57), from \`make lock\` on $$(date -u +%F)."; echo "torch==2.13.0"; /tmp/unifusion-lock/bin/pip freeze | grep -v '^torch=='; } > requirements-lock-457.txt
+	rm -rf /tmp/unifusion-lock
 
 demo: $(STAMP)
 	$(PY) -m unifusion_core demo --out demo_out
@@ -49,4 +75,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_core.py
 
 clean:
-	rm -rf $(VENV) $(VENV457) demo_out
+	rm -rf $(VENV) $(VENV457) $(VENVLATEST) demo_out

@@ -178,3 +178,28 @@ def test_eager_attention_matches_sdpa_in_value_and_gradient():
     for g_eager, g_sdpa in zip(outs[1][1], outs[0][1]):
         # float sums in another order: differences ~1e-5 of the largest gradient entry
         torch.testing.assert_close(g_eager, g_sdpa, atol=1e-4 * float(g_sdpa.abs().max()) + 1e-7, rtol=1e-3)
+
+
+def test_absolute_position_table_starts_as_a_no_op_and_then_moves_the_output():
+    """abs_pos_grid adds a learned (G, G, D) table to the latent tokens: zero at init (so adding it to a
+    trained checkpoint changes nothing), position-dependent once trained, resized for other grids."""
+    import torch
+    from dataclasses import replace as dc_replace
+
+    from tiny import randomize_, tiny_modules
+
+    cfg, _, plain = tiny_modules()
+    cfg_pos = dc_replace(cfg, dit=dc_replace(cfg.dit, abs_pos_grid=4))
+    _, _, dit = tiny_modules(cfg_pos)
+    randomize_(plain, seed=3)
+    missing, unexpected = dit.load_state_dict(plain.state_dict(), strict=False)
+    assert missing == ["abs_pos"] and not unexpected
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([0.3, 0.7])
+    ctx, mask = torch.randn(2, 5, cfg.dit.cond_dim), torch.ones(2, 5)
+    with torch.no_grad():
+        assert torch.equal(dit(x, t, ctx, mask), plain(x, t, ctx, mask))
+        dit.abs_pos.normal_()
+        moved = dit(x, t, ctx, mask)
+        assert (moved - plain(x, t, ctx, mask)).abs().max() > 1e-3
+        bigger = dit(torch.randn(1, 3, 32, 24), t[:1], ctx[:1], mask[:1])  # 8 x 6 grid from the 4 x 4 table
+    assert bigger.shape == (1, 3, 32, 24) and torch.isfinite(bigger).all()

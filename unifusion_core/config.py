@@ -77,9 +77,14 @@ class DiTConfig:
     axes_dims: tuple[int, ...] = (4, 6, 6)  # RoPE dims per axis (token index, row, col); sums to head dim
     rope_theta: float = 10000.0
     time_freq_dim: int = 256
+    # learned absolute position table (G x G x D, zero-initialised, resized bilinearly to other grids)
+    # added to the latent tokens; 0 = none (the paper's choice: RoPE only). The toy model uses 8: at
+    # toy scale RoPE alone gives absolute place ("top left") only through the condition tokens' offsets.
+    abs_pos_grid: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "axes_dims", tuple(int(a) for a in self.axes_dims))
+        _check(self.abs_pos_grid >= 0, f"DiT abs_pos_grid must be >= 0 (0 = none), found {self.abs_pos_grid}.")
         _check(self.hidden_size % self.num_heads == 0,
                f"DiT hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}.")
         head_dim = self.hidden_size // self.num_heads
@@ -179,7 +184,8 @@ _PRESETS = {
              dict(patch_size=4, hidden_size=64, depth=3, num_heads=4, refiner_depth=1, axes_dims=(4, 6, 6)),
              dict(latent_format="pixel", shift=1.0, steps=8, cfg=2.0)),
     "toy": (dict(heads=4, mlp_ratio=1.3, width=128),  # LAP narrower than the VLM: cheap next to a toy DiT
-            dict(patch_size=4, hidden_size=128, depth=6, num_heads=4, refiner_depth=2, axes_dims=(8, 12, 12)),
+            dict(patch_size=4, hidden_size=128, depth=6, num_heads=4, refiner_depth=2, axes_dims=(8, 12, 12),
+                 abs_pos_grid=8),
             dict(latent_format="pixel", shift=1.0, steps=20, cfg=3.0)),
     "small": (dict(heads=16, mlp_ratio=1.3, width=1024),
               dict(patch_size=2, hidden_size=1024, depth=24, num_heads=16, refiner_depth=2, axes_dims=(16, 24, 24)),

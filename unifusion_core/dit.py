@@ -52,6 +52,8 @@ class UniFusionDiT(nn.Module):
         self.gradient_checkpointing = False
         D, p, C = cfg.hidden_size, cfg.patch_size, cfg.in_channels
         self.x_embed = operations.Linear(C * p * p, D, **kw)
+        G = cfg.abs_pos_grid
+        self.abs_pos = nn.Parameter(torch.zeros(G, G, D, **kw)) if G else None  # (G, G, D), zero = no-op
         self.t_embed = nn.Sequential(operations.Linear(cfg.time_freq_dim, D, **kw), nn.SiLU(),
                                      operations.Linear(D, D, **kw))
         self.refiner = Refiner(cfg, operations=operations, **kw)
@@ -72,6 +74,8 @@ class UniFusionDiT(nn.Module):
         for m in (self.adaLN_out, self.proj_out):
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
+        if self.abs_pos is not None:
+            nn.init.zeros_(self.abs_pos)
 
     # -- positions ------------------------------------------------------------------------------
     @staticmethod
@@ -90,6 +94,15 @@ class UniFusionDiT(nn.Module):
         pos = pos[None].repeat(cond_mask.shape[0], 1, 1)  # (B, N, 3)
         pos[..., 0] = cond_mask.sum(1, keepdim=True).float()
         return pos
+
+    def _abs_pos(self, gh, gw, dtype):
+        """The learned absolute position table at grid (gh, gw) -> (gh*gw, D); resized bilinearly when
+        the grid differs from the trained G x G."""
+        table = self.abs_pos.to(dtype)
+        if table.shape[:2] != (gh, gw):
+            table = F.interpolate(table.permute(2, 0, 1)[None].float(), size=(gh, gw), mode="bilinear",
+                                  align_corners=False)[0].permute(1, 2, 0).to(dtype)
+        return table.reshape(gh * gw, -1)
 
     def _keep_mask(self, attention_mask, context, B):
         """ComfyUI hands masks as bool, int or float (cast to the compute dtype): -> (B, Tc) bool."""
@@ -139,6 +152,8 @@ class UniFusionDiT(nn.Module):
         # 1. embed latent patches and the timestep
         img = rearrange(x, "b c (h p) (w q) -> b (h w) (c p q)", p=p, q=p)  # (B, N, C*p*p)
         img = self.x_embed(img.to(self._compute_dtype(x)))  # (B, N, D)
+        if self.abs_pos is not None:
+            img = img + self._abs_pos(gh, gw, img.dtype)
         c = self.t_embed(timestep_embedding(timesteps.expand(B), self.cfg.time_freq_dim).to(img.dtype))  # (B, D)
         # 2. refine the condition tokens (bidirectional, 1-D RoPE, padding masked), unless done already
         cond = (self.refine(ctx, cond_mask, img.dtype) if refined_context is None else ctx.to(img.dtype))  # (B, Tc, D)

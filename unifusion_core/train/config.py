@@ -28,6 +28,8 @@ class TrainConfig:
     layers: str = ""  # VLM layers to tap ("" = the VLM's default: every 3rd)
     pooler: str = "lap"  # "lap" | "last_layer" (the ablation baseline)
     init_from: str = ""  # a UniFusion checkpoint to fine-tune (e.g. T2I -> edit fine-tune)
+    abs_pos_grid: int = -1  # DiT learned absolute position table side; -1 = the preset's (or init_from's); a
+    # table added to an init_from checkpoint that has none starts at zero (the loaded model is unchanged)
     # --- data ------------------------------------------------------------------------------------
     resolution: int = 32  # target area = resolution**2 px; buckets keep the area, vary the aspect
     buckets: str = "1:1,4:3,3:4,16:9,9:16"
@@ -48,10 +50,11 @@ class TrainConfig:
     max_steps: int = 200
     grad_clip: float = 1.0
     ema_decay: float = 0.999  # 0 disables EMA (the export then holds the raw weights)
-    mixed_precision: str = "no"  # "no" | "bf16" (autocast)
+    mixed_precision: str = "no"  # "no" | "bf16" (autocast) | "auto" (bf16 where a probe shows it is faster)
     grad_checkpointing: bool = False
     attention: str = "sdpa"  # DiT attention in training: "sdpa" (torch SDPA) | "eager" (faster backward on CPU)
     compile: bool = False
+    device: str = "auto"  # "auto" (CUDA when present, else CPU processes over gloo) | "cpu" (never a GPU)
     seed: int = 0
     logit_mean: float = 0.0
     logit_std: float = 1.0
@@ -60,10 +63,12 @@ class TrainConfig:
     save_every: int = 100  # full training state (atomic); 0 = only at the end
     keep_states: int = 2
     sample_every: int = 0  # PNG sample grid every N steps; 0 = only at the end
+    snapshot_every: int = 0  # keep an exported checkpoint run_dir/snapshots/step_N.safetensors every N steps (learning curves)
     sample_steps: int = 16
     log_every: int = 10
     resume: bool = True  # continue from run_dir/state/latest when present
     export: str = ""  # "" = run_dir/unifusion.safetensors
+    pause_at_step: int = 0  # tests: the process stops itself (SIGSTOP) once this step is logged, so a kill lands at a known point
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -76,10 +81,12 @@ class TrainConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise UniFusionError(f"{name} must lie in [0, 1], found {value}.")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise UniFusionError(f"mixed_precision must be 'no', 'bf16' or 'fp16', found {self.mixed_precision!r}.")
+        if self.mixed_precision not in ("no", "bf16", "fp16", "auto"):
+            raise UniFusionError(f"mixed_precision must be 'no', 'bf16', 'fp16' or 'auto', found {self.mixed_precision!r}.")
         if self.attention not in ("sdpa", "eager"):
             raise UniFusionError(f"attention must be 'sdpa' or 'eager', found {self.attention!r}.")
+        if self.device not in ("auto", "cpu"):
+            raise UniFusionError(f"device must be 'auto' or 'cpu', found {self.device!r}.")
         if self.decay not in ("cosine", "linear", "constant"):
             raise UniFusionError(f"decay must be 'cosine', 'linear' or 'constant', found {self.decay!r}.")
 

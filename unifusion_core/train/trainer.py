@@ -8,6 +8,8 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import os
+import signal
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -51,15 +53,19 @@ def model_config(t: TrainConfig, vlm) -> UniFusionConfig:
     if t.init_from:
         cfg = load_checkpoint(t.init_from)[0]
         check_vlm(cfg, vlm.identity, where=f"init_from {t.init_from}")
-        return replace(cfg, system_prompts={**cfg.system_prompts, **prompts})
+        return _with_abs_pos(replace(cfg, system_prompts={**cfg.system_prompts, **prompts}), t)
     ident = vlm.identity
     layers = select_layers(t.layers, ident["num_layers"]) if t.layers else vlm.default_layers()
     spec = VLMSpec(ident["architecture"], ident["num_layers"], ident["hidden_size"], layers, name=Path(t.vlm).name)
     cfg = UniFusionConfig.preset(t.preset, spec)
     latent_format = t.latent_format or cfg.sampling.latent_format
     dit = replace(cfg.dit, in_channels=LATENT_CHANNELS[latent_format])
-    return replace(cfg, lap=replace(cfg.lap, kind=t.pooler), dit=dit, system_prompts=prompts,
-                   sampling=replace(cfg.sampling, latent_format=latent_format))
+    return _with_abs_pos(replace(cfg, lap=replace(cfg.lap, kind=t.pooler), dit=dit, system_prompts=prompts,
+                                 sampling=replace(cfg.sampling, latent_format=latent_format)), t)
+
+
+def _with_abs_pos(cfg: UniFusionConfig, t: TrainConfig) -> UniFusionConfig:
+    return cfg if t.abs_pos_grid < 0 else replace(cfg, dit=replace(cfg.dit, abs_pos_grid=t.abs_pos_grid))
 
 
 def _preset_prompt(task: str) -> str:
@@ -104,7 +110,11 @@ def _build_model(t: TrainConfig, ucfg):
     if t.init_from:
         state = load_checkpoint(t.init_from)[1]
         pooler.load_state_dict(state["lap"])
-        dit.load_state_dict(state["dit"])
+        dit.init_weights()  # only what the checkpoint lacks keeps this init (a new abs_pos table: zeros)
+        missing, unexpected = dit.load_state_dict(state["dit"], strict=False)
+        if unexpected or set(missing) - {"abs_pos"}:
+            raise UniFusionError(f"init_from {t.init_from} does not fit this DiT: missing {sorted(missing)}, "
+                                 f"unexpected {sorted(unexpected)} (abs_pos_grid {t.abs_pos_grid}).")
     else:
         pooler.init_weights()
         dit.init_weights()
@@ -181,8 +191,12 @@ def train(t: TrainConfig) -> Path:
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
+    if t.mixed_precision == "auto":
+        from .precision import choose_precision
+
+        t = replace(t, mixed_precision=choose_precision())
     acc = Accelerator(mixed_precision=t.mixed_precision, gradient_accumulation_steps=t.grad_accum,
-                      cpu=not torch.cuda.is_available())  # N CPU processes run as MULTI_CPU (gloo)
+                      cpu=t.device == "cpu" or not torch.cuda.is_available())  # N CPU processes: MULTI_CPU (gloo)
     run_dir = Path(t.run_dir)
     if acc.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -242,6 +256,11 @@ def train(t: TrainConfig) -> Path:
                 _log_row(run_dir / "log.csv", row)
         if t.save_every and step % t.save_every == 0 and step < t.max_steps:
             save_state(acc, run_dir, step, t.keep_states)
+        if t.pause_at_step == step and acc.is_main_process and hasattr(signal, "SIGSTOP"):
+            log.info("pausing at step %d (pause_at_step)", step)
+            os.kill(os.getpid(), signal.SIGSTOP)
+        if t.snapshot_every and step % t.snapshot_every == 0:
+            export(acc, ucfg, trainable, ema, run_dir / "snapshots" / f"step_{step:07d}.safetensors", step)
         if t.sample_every and step % t.sample_every == 0 and step < t.max_steps:
             model = export(acc, ucfg, trainable, ema, run_dir / "unifusion_latest.safetensors", step)
             if model is not None:

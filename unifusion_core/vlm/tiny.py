@@ -6,9 +6,14 @@ model.safetensors, tokenizer files, preprocessor/processor config, chat template
 byte-level BPE trained here on a fixed corpus plus each family's special tokens, and the chat
 templates are written here in each family's format (same structure and special tokens as the
 released models, not their text). Vision towers are 2 blocks wide 32 on 32..112 px images.
+
+Weights come from the project's own seeded generator (``seeded_weights_``), not from the order in
+which a transformers version happens to initialise modules, so one seed gives the same weights on
+every supported transformers version.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -42,8 +47,9 @@ def build_tiny_vlm(family: str, out_dir, *, seed: int = 0, num_layers: int = 4,
     config_dict, class_name, image_cfg, processor_cfg = _BUILDERS[family](text, ids)
     config = getattr(transformers, class_name).config_class(**config_dict)
     config.architectures = [class_name]
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # only for what transformers draws; every saved tensor is replaced below
     model = getattr(transformers, class_name)(config).eval()
+    seeded_weights_(model, seed)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     template = tokenizer.chat_template
@@ -54,6 +60,58 @@ def build_tiny_vlm(family: str, out_dir, *, seed: int = 0, num_layers: int = 4,
         (out / "chat_template.jinja").write_text(template)
     log.debug("built tiny %s VLM (%d layers, width %d) in %s", family, num_layers, hidden_size, out)
     return out
+
+
+WEIGHT_STD = 0.02  # transformers' initializer_range for these families
+
+
+@torch.no_grad()
+def seeded_weights_(model: torch.nn.Module, seed: int, std: float = WEIGHT_STD) -> torch.nn.Module:
+    """Overwrite every floating tensor of ``model``'s state dict from a generator seeded by (seed, name).
+
+    A tensor that transformers initialised to one constant (norm scales, biases: ones or zeros, as the
+    architecture's formula expects) keeps that constant; every other tensor becomes N(0, std) drawn
+    from its own generator, so the result depends on the seed and the tensor's name and shape only.
+    Names are taken in a canonical form (``canonical_name``), so a transformers version that nests a
+    module one level deeper draws the same values. Tied tensors (one storage under two names) take
+    the value of the first name in sorted order.
+    """
+    done: set[int] = set()
+    named = {canonical_name(k): v for k, v in model.state_dict(keep_vars=True).items()}
+    for name, tensor in sorted(named.items()):
+        if not tensor.is_floating_point() or tensor.data_ptr() in done:
+            continue
+        done.add(tensor.data_ptr())
+        flat = tensor.detach().flatten()
+        if flat.numel() and bool((flat == flat[0]).all()):
+            continue  # a constant init (ones / zeros) is part of the architecture, not of the seed
+        digest = hashlib.sha256(f"{seed}|{name}|{tuple(tensor.shape)}".encode()).digest()
+        gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
+        u = torch.rand(tensor.shape, generator=gen, dtype=torch.float64)
+        tensor.data.copy_((u * 2 - 1) * (std * 3 ** 0.5))
+    return model
+
+
+_WRAPPERS = {"model", "vision_model"}  # path segments some transformers versions add around the same module
+
+
+def canonical_name(name: str) -> str:
+    """A tensor name without the wrapper segments that differ between transformers versions
+    (``vision_tower.vision_model.encoder...`` in 4.57 is ``vision_tower.encoder...`` in 5.x)."""
+    return ".".join(part for part in name.split(".") if part not in _WRAPPERS)
+
+
+def weights_digest(folder) -> str:
+    """sha256 over a model folder's safetensors tensors (sorted canonical names, fp32 bytes)."""
+    from safetensors.torch import load_file
+
+    h = hashlib.sha256()
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        tensors = {canonical_name(k): v for k, v in load_file(str(path)).items()}
+        for name in sorted(tensors):
+            h.update(name.encode())
+            h.update(tensors[name].float().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -121,7 +179,9 @@ def _chatml_ids(ids: dict) -> dict:
 
 def _internvl(text, ids):
     # 56 px tiles of 14 px patches -> 4x4 patches -> pixel shuffle 0.5 -> 4 tokens per tile
-    cfg = dict(text_config={**text, **_chatml_ids(ids), "model_type": "qwen2"},
+    # untied head on every transformers version (4.57 and 5.x default differently)
+    cfg = dict(text_config={**text, **_chatml_ids(ids), "model_type": "qwen2", "tie_word_embeddings": False},
+               tie_word_embeddings=False,
                vision_config=_vision(num_hidden_layers=2, image_size=[56, 56], patch_size=[14, 14]),
                image_token_id=ids["<IMG_CONTEXT>"], image_seq_length=4, downsample_ratio=0.5)
     image = dict(image_processor_type="GotOcr2ImageProcessor", processor_class="InternVLProcessor",

@@ -1,0 +1,67 @@
+"""Fill a feature cache folder ahead of (or beside) a training run, with the VLM alone.
+
+    python -m unifusion_core.train.precompute --manifest data/manifest.jsonl --vlm VLM \
+        --feature_cache cache/features [--preset toy ...]   (the same flags as the training run)
+
+Writes the kept VLM states of every record in every conditioning mode training draws (raw prompt,
+VERIFI rewrite where the record has one, reconstruction for recon records) under the keys the trainer
+uses, so a run (or several: a model and its ablations) pointed at the same folder never runs the VLM
+for them. Safe to run while a training run fills the same folder (writes are atomic).
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from ..errors import UniFusionError
+from .config import parse_args
+
+log = logging.getLogger(__name__)
+
+
+def precompute(t, batch: int = 64) -> int:
+    from accelerate import Accelerator
+
+    from .batches import BatchMaker
+    from .trainer import _setup
+
+    if t.feature_cache in ("online", "memory"):
+        raise UniFusionError(f"precompute needs --feature_cache pointing at a folder, found {t.feature_cache!r}.")
+    acc = Accelerator(cpu=True)
+    vlm, vae, ucfg, ds = _setup(t, acc)
+    maker = BatchMaker(t, ucfg, ds, vlm, vae, acc.device)
+    todo = []
+    for i, rec in enumerate(ds.records):
+        if i in ds.skipped:
+            continue
+        modes = ["recon"] if rec.task == "recon" else ["raw"] + (["verifi"] if rec.rewrite is not None else [])
+        todo += [(i, m) for m in modes if maker.feature_cache.get(maker._cache_key(i, m)) is None]
+    log.info("%d features to compute (%d records)", len(todo), len(ds.records))
+    t0 = time.perf_counter()
+    for start in range(0, len(todo), batch):
+        items = []
+        for i, mode in todo[start:start + batch]:
+            j, target, refs = ds.load(i)
+            if maker.feature_cache.get(maker._cache_key(j, mode)) is None:  # a training run may have done it
+                items.append((j, mode, target, refs))
+        if items:
+            maker.features(items)
+        if (start // batch) % 20 == 0:
+            log.info("%d / %d features (%.0f s)", start + len(items), len(todo), time.perf_counter() - t0)
+    return len(todo)
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        n = precompute(parse_args(argv))
+    except UniFusionError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"computed {n} features")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
