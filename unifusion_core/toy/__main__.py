@@ -1,5 +1,6 @@
-"""``python -m unifusion_core.toy {write,check,show,train-vlm,eval-vlm}``: write a shapes dataset, check
-it, show a scene, train the toy VLM from scratch, measure a toy VLM folder."""
+"""``python -m unifusion_core.toy {write,check,show,train-vlm,eval-vlm,curve}``: write a shapes dataset,
+check it, show a scene, train the toy VLM from scratch, measure a toy VLM folder, score a training
+run's snapshots strictly (learning curve)."""
 from __future__ import annotations
 
 import argparse
@@ -75,6 +76,15 @@ def cmd_eval_vlm(args) -> None:
     log.info("%s", json.dumps(results, indent=2))
 
 
+def cmd_curve(args) -> None:
+    import torch
+
+    from .curve import score_snapshots
+
+    torch.set_num_threads(args.threads)
+    log.info("wrote %s", score_snapshots(args.run_dir, args.vlm, n=args.n, verifi=args.verifi))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m unifusion_core.toy", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -107,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tasks", default="caption,t2i,edit", help="comma-separated: caption,t2i,edit,pick")
     e.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     e.set_defaults(func=cmd_eval_vlm)
+    k = sub.add_parser("curve", help="score a training run's snapshots strictly: curve.csv and curve.png")
+    k.add_argument("run_dir")
+    k.add_argument("--vlm", default=None, help="the run's frozen VLM folder (default: the shipped toy VLM)")
+    k.add_argument("--n", type=int, default=60, help="probe scenes (canonical prompts, 1-3 objects)")
+    k.add_argument("--verifi", action="store_true", help="condition on the VLM's rewrites (slower)")
+    k.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    k.set_defaults(func=cmd_curve)
     return p
 
 

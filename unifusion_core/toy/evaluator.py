@@ -302,3 +302,115 @@ def evaluate_image(image, target: Scene, source: Scene | None = None) -> Score |
     """``score`` (or ``score_edit`` when ``source`` is given) of the scene read from ``image``."""
     pred = read_scene(image)
     return score(pred, target) if source is None else score_edit(pred, source, target)
+
+
+# -- strict scoring (GenEval-style) ----------------------------------------------------------------------
+# An object counts only when shape, colour, size and cell all match; read objects are matched to target
+# objects one to one, extra objects cost precision, and a scene is exact only when nothing is wrong.
+
+def assign(pred: Scene, target: Scene) -> list[int | None]:
+    """One-to-one assignment of target objects to read objects (Hungarian-style, exact by dynamic
+    programming over subsets: scenes hold at most 9 objects) maximising first the number of objects
+    right in all four attributes, then the attributes that agree. -> per target object, the index of
+    its read object, or None when there are fewer read objects (or only ones agreeing on nothing)."""
+    t_objs, p_objs = target.objects, pred.objects
+    gain = [[(10 * all(_agree(t, p)) + sum(_agree(t, p))) for p in p_objs] for t in t_objs]
+    memo: dict[tuple[int, int], tuple[int, tuple]] = {}
+
+    def best(i: int, used: int) -> tuple[int, tuple]:
+        if i == len(t_objs):
+            return 0, ()
+        if (i, used) not in memo:
+            score_, rest = best(i + 1, used)
+            options = [(score_, (None,) + rest)]
+            for j, g in enumerate(gain[i]):
+                if g > 0 and not used >> j & 1:
+                    s, r = best(i + 1, used | 1 << j)
+                    options.append((s + g, (j,) + r))
+            memo[(i, used)] = max(options, key=lambda o: o[0])
+        return memo[(i, used)]
+
+    return list(best(0, 0)[1])
+
+
+@dataclass(frozen=True)
+class StrictScore:
+    """One image against its target scene, strictly. ``correct``: target objects read back right in all
+    four attributes (one-to-one); ``attr_hits``: per attribute, agreeing assigned pairs (of ``assigned``);
+    ``rel_hits`` of ``rel_total`` target relations hold between assigned objects."""
+
+    readable: bool
+    background: bool
+    n_target: int
+    n_read: int
+    correct: int
+    assigned: int
+    attr_hits: tuple[int, int, int, int]  # colour, shape, size, position
+    rel_hits: int
+    rel_total: int
+
+    @property
+    def precision(self) -> float:
+        return self.correct / self.n_read if self.n_read else float(self.n_target == 0)
+
+    @property
+    def recall(self) -> float:
+        return self.correct / self.n_target if self.n_target else float(self.n_read == 0)
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    @property
+    def exact(self) -> bool:
+        """Right background, right count, every object right, nothing extra."""
+        return (self.readable and self.background and self.n_read == self.n_target
+                and self.correct == self.n_target)
+
+
+def strict_score(pred: Scene | None, target: Scene) -> StrictScore:
+    """The strict verdict of a read scene (``read_scene``; None = unreadable: nothing right)."""
+    rel = relations(target)
+    if pred is None:
+        return StrictScore(False, False, len(target.objects), 0, 0, 0, (0, 0, 0, 0), 0, len(rel))
+    m = assign(pred, target)
+    agrees = [_agree(t, pred.objects[j]) for t, j in zip(target.objects, m) if j is not None]
+    pred_rel = {(a, r, b) for a, r, b in relations(pred)}
+    rel_hits = sum(m[a] is not None and m[b] is not None and _holds(pred, m[a], r, m[b], pred_rel)
+                   for a, r, b in rel)
+    hits = tuple(sum(a[k] for a in agrees) for k in range(4))
+    return StrictScore(True, pred.background == target.background, len(target.objects), len(pred.objects),
+                       sum(all(a) for a in agrees), len(agrees), hits, rel_hits, len(rel))
+
+
+def _present(obj: Obj, pred: Scene) -> bool:
+    return obj in pred.objects
+
+
+@dataclass(frozen=True)
+class EditVerdict:
+    """An edit result, judged as an edit: ``applied`` (the asked change is visible: a changed background
+    is the target's, every new or changed object is there in all four attributes, every removed or
+    replaced object is gone) and ``preserved`` (the untouched objects are all there in all four
+    attributes, and the background unless the edit changes it). A removal counts as applied only when
+    the rest is preserved too (an empty image is not a removal)."""
+
+    kind: str
+    applied: bool
+    preserved: bool
+
+
+def edit_verdict(pred: Scene | None, source: Scene, target: Scene, kind: str = "") -> EditVerdict:
+    if pred is None:
+        return EditVerdict(kind, False, False)
+    added = [o for o in target.objects if o not in source.objects]
+    gone = [o for o in source.objects if o not in target.objects]
+    kept = [o for o in target.objects if o in source.objects]
+    bg_changed = source.background != target.background
+    applied = ((not bg_changed or pred.background == target.background)
+               and all(_present(o, pred) for o in added) and not any(_present(o, pred) for o in gone))
+    preserved = all(_present(o, pred) for o in kept) and (bg_changed or pred.background == source.background)
+    if kind == "remove" or (gone and not added and not bg_changed):
+        applied = applied and preserved
+    return EditVerdict(kind, applied, preserved)

@@ -1,24 +1,66 @@
-"""Quality of a toy UniFusion model, measured the way the paper measures (DPG-style fact accuracy),
-shared by ``benchmarks/quality_toy.py`` (the report) and ``tests/test_toy_quality.py`` (its fast
-subset on the shipped model).
+"""Quality of a toy UniFusion model, measured strictly, with its baselines measured in the same run.
 
-Every figure is a mean over ``n`` fresh seeded examples (seed strings disjoint from the training
-recipe's integer seeds), generated in chunks (one VERIFI / encode call and one batched sampler run per
-chunk) with the showcase sampler settings, and scored by the model-free evaluator.
+Shared by ``benchmarks/quality_toy.py`` (the report, ``make quality``) and ``tests/test_toy_quality.py``
+(its fast subset on the shipped model).
+
+Strict (``evaluator.strict_score``): read objects are matched one to one to the target's; an object
+counts only when shape, colour, size and cell all match; extra objects cost precision; a scene is
+*exact* only with the right background, the right count, every object right and nothing extra.
+Edits are judged as edits (``evaluator.edit_verdict``): change applied, untouched objects preserved.
+
+Baselines, on the same examples: the *chance floor* (the same images scored against another scene with
+the same background and object count), *do nothing* (the edit's source unchanged; each composition
+reference unchanged) and the *ceiling* (the ground-truth render read back by the evaluator).
+Comparisons (VERIFI vs raw, held-out vs canonical, model vs ablation) are paired: same scenes, same
+noise; intervals are bootstrap 95% over examples.
+
+Every figure is over fresh seeded examples (seed strings disjoint from the training recipe's integer
+seeds), generated in chunks with the showcase sampler settings.
 """
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from . import evaluator, tasks
+from . import evaluator as ev
+from . import tasks
+from .language import parse_description
 from .showcase import CFG, REWRITE_TOKENS, SIZE, STEPS
-from .world import Scene, render
+from .world import BACKGROUNDS, Scene, random_object, render
 
 SEED = 987_654
 CHUNK = 25
+ATTRS = ("colour", "shape", "size", "position")
 
+
+# -- statistics ----------------------------------------------------------------------------------------
+
+def bootstrap(values, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of ``values`` with its bootstrap 95% interval over examples."""
+    v = np.asarray(values, np.float64)
+    if v.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    idx = np.random.default_rng(seed).integers(0, v.size, (n_boot, v.size))
+    means = v[idx].mean(axis=1)
+    return float(v.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def fmt(values, scale: float = 100.0, unit: str = "%") -> str:
+    m, lo, hi = bootstrap(values)
+    return f"{scale * m:.1f}{unit} [{scale * lo:.1f}, {scale * hi:.1f}]"
+
+
+def fmt_delta(a, b) -> str:
+    """Paired difference a - b (same examples) in points, with its interval."""
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    m, lo, hi = bootstrap(d)
+    return f"{100 * m:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
+
+# -- generation ----------------------------------------------------------------------------------------
 
 def _greedy():
     from ..vlm.sampling import Sampling
@@ -27,8 +69,9 @@ def _greedy():
 
 
 @torch.no_grad()
-def _generate(pipe, prompts, refs, verifi: bool, seed: int):
-    """Images (B, H, W, 3) for prompts with their reference image lists, chunk by chunk."""
+def generate(pipe, prompts, refs, verifi: bool, seed: int, cfg: float = CFG, steps: int = STEPS):
+    """Images (B, H, W, 3) for prompts with their reference image lists, chunk by chunk; the noise of
+    example i depends on (seed, i) only, so two runs on the same examples are paired."""
     images = []
     for s in range(0, len(prompts), CHUNK):
         p, r = prompts[s:s + CHUNK], refs[s:s + CHUNK]
@@ -36,44 +79,183 @@ def _generate(pipe, prompts, refs, verifi: bool, seed: int):
             cond, mask, _ = pipe.encode_verifi(p, r, sampling=_greedy())
         else:
             cond, mask = pipe.encode(p, r)
-        images.append(pipe.sample(cond, mask, width=SIZE, height=SIZE, seed=seed + s, steps=STEPS, cfg=CFG,
+        images.append(pipe.sample(cond, mask, width=SIZE, height=SIZE, seed=seed + s, steps=steps, cfg=cfg,
                                   batch=len(p)))
     return torch.cat(images)
 
 
-def t2i_accuracy(pipe, n: int, split: str = "train", verifi: bool = True, canonical: bool = False) -> float:
-    """T2I fact accuracy on ``n`` scenes; prompts are paraphrases of ``split`` or canonical texts."""
-    rng = random.Random(f"{SEED}-t2i-{split}")
-    exs = [tasks.t2i_example(rng, split, canonical_share=1.0 if canonical else 0.0) for _ in range(n)]
-    imgs = _generate(pipe, [e["prompts"][0] for e in exs], [[] for _ in exs], verifi, SEED)
-    return sum(evaluator.evaluate_image(im, Scene.from_json(e["target"])).accuracy for im, e in zip(imgs, exs)) / n
+def floor_scene(scene: Scene, rng: random.Random) -> Scene:
+    """Another scene with the same background and object count (the chance floor's target)."""
+    while True:
+        cells = rng.sample(range(9), len(scene.objects))
+        other = Scene(scene.background, tuple(random_object(rng, c) for c in cells))
+        if set(other.objects) != set(scene.objects):
+            return other
 
 
-def edit_scores(pipe, n: int, verifi: bool = True) -> tuple[float, float]:
-    """(changed-fact accuracy, preservation) on ``n`` held-out single-reference edit instructions."""
-    rng = random.Random(f"{SEED}-edit")
-    exs = [tasks.edit_example(rng, split="heldout") for _ in range(n)]
-    refs = [[render(Scene.from_json(e["refs"][0]), SIZE)] for e in exs]
-    imgs = _generate(pipe, [e["prompts"][0] for e in exs], refs, verifi, SEED + 1)
-    scores = [evaluator.evaluate_image(im, Scene.from_json(e["target"]), Scene.from_json(e["refs"][0]))
-              for im, e in zip(imgs, exs)]
-    return sum(s.edit for s in scores) / n, sum(s.preservation for s in scores) / n
+# -- scene sets ----------------------------------------------------------------------------------------
+
+@dataclass
+class SceneSet:
+    """Strict scores of generated images (``scores``), of the same images against floor scenes
+    (``floor``) and of the ground-truth renders (``ceiling``), per example."""
+
+    targets: list
+    scores: list
+    floor: list
+    ceiling: list
+    lenient: list  # the old DPG-style fact share, a secondary column
+
+    @staticmethod
+    def of(images, targets, seed: str) -> "SceneSet":
+        rng = random.Random(f"{SEED}-floor-{seed}")
+        reads = [ev.read_scene(im) for im in images]
+        floors = [floor_scene(t, rng) for t in targets]
+        return SceneSet(list(targets), [ev.strict_score(p, t) for p, t in zip(reads, targets)],
+                        [ev.strict_score(p, f) for p, f in zip(reads, floors)],
+                        [ev.strict_score(ev.read_scene(render(t, SIZE)), t) for t in targets],
+                        [ev.score(p, t).accuracy for p, t in zip(reads, targets)])
 
 
-def compose_accuracy(pipe, n: int, verifi: bool = True) -> float:
-    """Fact accuracy of zero-shot two-reference compositions (the DiT never trained on two refs)."""
-    rng = random.Random(f"{SEED}-compose")
+def exact(scores) -> list[float]:
+    return [float(s.exact) for s in scores]
+
+
+def f1(scores) -> list[float]:
+    return [s.f1 for s in scores]
+
+
+def attribute_accuracy(scores, k: int) -> float:
+    assigned = sum(s.assigned for s in scores)
+    return sum(s.attr_hits[k] for s in scores) / assigned if assigned else float("nan")
+
+
+def t2i_scenes(n: int, counts: tuple[int, int] = (1, 3), tag: str = "t2i", base: int = SEED) -> list[tuple[Scene, str, str]]:
+    """``n`` fresh scenes with ``counts`` objects, each with its canonical description and a held-out
+    paraphrase (so canonical vs held-out phrasing compares the same scenes)."""
+    from .language import describe, paraphrase
+    from .world import random_scene
+
+    rng = random.Random(f"{base}-{tag}-{counts}")
+    out = []
+    for _ in range(n):
+        scene = random_scene(rng, *counts)
+        out.append((scene, describe(scene), paraphrase(scene, random.Random(rng.random()), "heldout")))
+    return out
+
+
+def t2i_set(pipe, scenes, prompts, verifi: bool, seed: int = SEED) -> SceneSet:
+    images = generate(pipe, list(prompts), [[] for _ in prompts], verifi, seed)
+    return SceneSet.of(images, list(scenes), f"t2i-{seed}")
+
+
+# -- edits ---------------------------------------------------------------------------------------------
+
+def edit_examples(n: int, split: str = "heldout", base: int = SEED) -> list[dict]:
+    """``n`` single-reference edits, the kinds in turn (equal counts per kind)."""
+    rng = random.Random(f"{base}-edit-{split}")
+    return [tasks.edit_example(rng, kind=tasks.EDIT_KINDS[i % len(tasks.EDIT_KINDS)], split=split)
+            for i in range(n)]
+
+
+@dataclass
+class EditSet:
+    kinds: list
+    verdicts: list  # model
+    unchanged: list  # "do nothing": the source returned as it is
+    ceiling: list  # the target render
+
+
+def edit_set(pipe, examples, verifi: bool = True, seed: int = SEED + 1) -> EditSet:
+    sources = [Scene.from_json(e["refs"][0]) for e in examples]
+    targets = [Scene.from_json(e["target"]) for e in examples]
+    images = generate(pipe, [e["prompts"][0] for e in examples], [[render(s, SIZE)] for s in sources], verifi, seed)
+    kinds = [e["kind"] for e in examples]
+
+    def verdicts(reads):
+        return [ev.edit_verdict(p, s, t, k) for p, s, t, k in zip(reads, sources, targets, kinds)]
+
+    return EditSet(kinds, verdicts([ev.read_scene(im) for im in images]),
+                   verdicts([ev.read_scene(render(s, SIZE)) for s in sources]),
+                   verdicts([ev.read_scene(render(t, SIZE)) for t in targets]))
+
+
+# -- compositions --------------------------------------------------------------------------------------
+
+@dataclass
+class ComposeSet:
+    scores: list
+    refs: list  # per reference k: the strict scores of returning reference k unchanged
+    ceiling: list
+
+
+def compose_set(pipe, n: int, verifi: bool = True, seed: int = SEED + 2, base: int = SEED) -> ComposeSet:
+    rng = random.Random(f"{base}-compose")
     exs = [tasks.compose_example(rng) for _ in range(n)]
-    refs = [[render(Scene.from_json(r), SIZE) for r in e["refs"]] for e in exs]
-    imgs = _generate(pipe, [e["prompts"][0] for e in exs], refs, verifi, SEED + 2)
-    return sum(evaluator.evaluate_image(im, Scene.from_json(e["target"])).accuracy for im, e in zip(imgs, exs)) / n
+    targets = [Scene.from_json(e["target"]) for e in exs]
+    refs = [[Scene.from_json(r) for r in e["refs"]] for e in exs]
+    images = generate(pipe, [e["prompts"][0] for e in exs], [[render(r, SIZE) for r in rs] for rs in refs],
+                      verifi, seed)
+    return ComposeSet([ev.strict_score(ev.read_scene(im), t) for im, t in zip(images, targets)],
+                      [[ev.strict_score(ev.read_scene(render(rs[k], SIZE)), t) for rs, t in zip(refs, targets)]
+                       for k in range(2)],
+                      [ev.strict_score(ev.read_scene(render(t, SIZE)), t) for t in targets])
 
 
-def evaluator_accuracy(n: int, noise: float = 0.0, blur: float = 0.0) -> float:
-    """The evaluator on ``n`` renders (optionally degraded) of random scenes."""
-    rng = random.Random(f"{SEED}-eval")
-    accs = []
-    for i in range(n):
-        scene = Scene.from_json(tasks.t2i_example(rng)["target"])
-        accs.append(evaluator.evaluate_image(render(scene, SIZE, noise=noise, blur=blur, seed=i), scene).accuracy)
-    return sum(accs) / n
+# -- the VLM ---------------------------------------------------------------------------------------------
+
+@dataclass
+class TextVerdict:
+    """A VLM text (caption or rewrite) parsed back and judged against the true scene."""
+
+    exact: bool  # the text is the canonical description, word for word
+    parsed: bool
+    invented: bool  # states an object the scene does not have (in all four attributes)
+    dropped: bool  # misses an object the scene has
+    score: ev.StrictScore
+
+
+def judge_text(text: str, truth: Scene) -> TextVerdict:
+    from .language import describe
+
+    pred = parse_description(text)
+    s = ev.strict_score(pred, truth)
+    if pred is None:
+        return TextVerdict(False, False, False, True, s)
+    return TextVerdict(" ".join(text.split()) == describe(truth), True,
+                       any(o not in truth.objects for o in pred.objects),
+                       any(o not in pred.objects for o in truth.objects), s)
+
+
+def vlm_prompts(task: str, n: int, phrasing: str, base: int = SEED):
+    """``n`` fresh (prompt, true scene) pairs: "caption" (an image), "t2i" (a request phrased
+    "canonical" or as a "heldout" / "train" paraphrase) or "edit" (an instruction of that split)."""
+    from ..verifi import system_prompt
+    from ..vlm import Prompt
+    from .vlm_train import make_prompt
+
+    rng, out = random.Random(f"{base}-vlm-{task}-{phrasing}"), []
+    for _ in range(n):
+        if task == "t2i":
+            ex = tasks.t2i_example(rng, "train" if phrasing == "canonical" else phrasing,
+                                   canonical_share=1.0 if phrasing == "canonical" else 0.0)
+            out.append((Prompt(ex["prompts"][0], system_prompt("t2i")), Scene.from_json(ex["target"])))
+        else:
+            prompt, target = make_prompt(task, rng, "train" if task == "caption" else phrasing)
+            prompt.generated = None
+            out.append((prompt, target))
+    return out
+
+
+@torch.no_grad()
+def vlm_texts(encoder, task: str, n: int, phrasing: str = "canonical", base: int = SEED) -> list[TextVerdict]:
+    """Greedy captions (task "caption") or rewrites ("t2i" / "edit") of ``n`` fresh scenes, judged."""
+    from ..vlm.sampling import Sampling
+
+    pairs, out = vlm_prompts(task, n, phrasing, base), []
+    for s in range(0, n, CHUNK):
+        chunk = pairs[s:s + CHUNK]
+        texts = encoder.generate([p for p, _ in chunk], layers=[0],
+                                 sampling=Sampling(max_new_tokens=REWRITE_TOKENS)).texts
+        out += [judge_text(t, scene) for t, (_, scene) in zip(texts, chunk)]
+    return out
