@@ -128,7 +128,9 @@ def test_make_demo_entry_writes_images(tmp_path):
     assert sorted(scores) == sorted(j.name for j in JOBS)
     for job in JOBS:
         assert Image.open(tmp_path / f"{job.name}.png").size == (SIZE, SIZE)
-        assert 0.0 <= scores[job.name]["facts"] <= 1.0
+        assert scores[job.name]["exact"] in (0.0, 1.0) and 0.0 <= scores[job.name]["object_f1"] <= 1.0
+        assert len(scores[job.name]["verdict"]) >= 1 + len(job.target.objects) or \
+            scores[job.name]["verdict"][0].startswith("unreadable")
         assert bool(scores[job.name]["rewrite"]) == job.verifi
     sheet = Image.open(tmp_path / "contact_sheet.png")
     assert sheet.size[0] > 600 and sheet.size[1] > len(JOBS) * 4 * SIZE

@@ -38,7 +38,7 @@ ABLATIONS_DIR = MODELS_DIR / "ablations"
 def _command(run_dir: Path, manifest: Path, args, steps: int, **overrides) -> list[str]:
     flags = {"manifest": manifest, "vlm": args.vlm, "run_dir": run_dir, "preset": "toy", "resolution": 32,
              "buckets": "1:1", "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": 50,
-             "max_steps": steps, "mixed_precision": "bf16", "ema_decay": 0.995, "save_every": 250,
+             "max_steps": steps, "mixed_precision": "auto", "ema_decay": 0.995, "save_every": 250,
              "log_every": 50, "sample_steps": 20, "seed": 0, "verifi_share": args.verifi_share,
              "attention": "eager", **overrides}
     return [sys.executable, "-m", "unifusion_core.train", *(x for k, v in flags.items() for x in (f"--{k}", str(v)))]

@@ -10,8 +10,10 @@ so the two paths can be compared picture for picture:
 - ``ref_1``, ``ref_2`` -> ``compose``: two generated references, then a zero-shot two-reference
   composition (the DiT never trained on two references).
 
-Each output is scored by the model-free evaluator against the scene the job asks for (edits also for
-preservation of what the instruction did not touch).
+Each output is read back by the model-free evaluator and judged strictly against the scene the job
+asks for: exact scene, object F1, and per target object whether it is there in all four attributes
+(edits also: change applied, untouched objects preserved). The contact sheet shows the target render
+next to the output with that verdict.
 """
 from __future__ import annotations
 
@@ -90,14 +92,31 @@ class Result:
 
 
 def score_job(job: Job, image) -> dict:
-    """Evaluator scores of ``image`` against the job's target scene."""
-    from .evaluator import evaluate_image
+    """Strict verdict of ``image`` against the job's target scene: exact scene, object F1, the lenient
+    fact share (secondary), edits' applied / preserved, and one line per object (``verdict``)."""
+    from .evaluator import edit_verdict, read_scene, score, strict_score
 
-    s = evaluate_image(image, job.target, job.source)
-    out = {"facts": s.accuracy}
+    pred = read_scene(image)
+    s = strict_score(pred, job.target)
+    out = {"exact": float(s.exact), "object_f1": s.f1, "facts": score(pred, job.target).accuracy}
     if job.source is not None:
-        out.update(edit=s.edit, preservation=s.preservation)
+        v = edit_verdict(pred, job.source, job.target)
+        out.update(applied=float(v.applied), preserved=float(v.preserved))
+    out["verdict"] = verdict_lines(pred, job.target)
     return out
+
+
+def verdict_lines(pred: Scene | None, target: Scene) -> list[str]:
+    """Per target object "ok" or "MISSING", then every read object that is not asked for ("EXTRA")."""
+    from .language import object_canonical
+
+    if pred is None:
+        return ["unreadable: not a shapes-world picture"]
+    lines = [f"background {pred.background}" + (" ok" if pred.background == target.background
+                                                 else f" WRONG (asked {target.background})")]
+    lines += [f"{'ok' if o in pred.objects else 'MISSING'}: {object_canonical(o)}" for o in target.objects]
+    lines += [f"EXTRA: {object_canonical(o)}" for o in pred.objects if o not in target.objects]
+    return lines
 
 
 def run_standalone(pipe, progress=print) -> list[Result]:
@@ -119,12 +138,13 @@ def run_standalone(pipe, progress=print) -> list[Result]:
 
 
 def _score_text(scores: dict) -> str:
-    return ", ".join(f"{k} {100 * v:.0f}%" for k, v in scores.items())
+    return ", ".join(f"{k} {100 * v:.0f}%" for k, v in scores.items() if k != "verdict")
 
 
 def contact_sheet(results: list[Result], header: str, scale: int = 4):
-    """One PIL image: a row per job with its reference images, its output and the text (prompt,
-    rewrite, scores)."""
+    """One PIL image: a row per job with its reference images, the target render, its output and the
+    text (prompt, rewrite, strict scores, the per-object verdict)."""
+    from .world import render
     from PIL import Image, ImageDraw
 
     by_name = {r.job.name: r for r in results}
@@ -138,12 +158,13 @@ def contact_sheet(results: list[Result], header: str, scale: int = 4):
         lines = [r.job.title, f"prompt: {r.job.prompt}"]
         if r.rewrite:
             lines.append(f"VLM rewrite: {r.rewrite}")
-        lines += [f"should show: {describe(r.job.target)}", f"evaluator: {_score_text(r.scores)}"]
+        lines += [f"should show: {describe(r.job.target)}", f"strict: {_score_text(r.scores)}",
+                  "read back: " + "; ".join(r.scores.get("verdict", []))]
         rows.append((r, [w for line in lines for w in textwrap.wrap(line, 92)]))
     height = pad + 2 * line_h + sum(max(tile, len(ls) * line_h) + pad for _, ls in rows)
-    sheet = Image.new("RGB", (pad + 3 * (tile + pad) + text_w, height), "white")
+    sheet = Image.new("RGB", (pad + 4 * (tile + pad) + text_w, height), "white")
     draw = ImageDraw.Draw(sheet)
-    draw.text((pad, pad), header, fill="black")
+    draw.text((pad, pad), header + "   columns: references | target (render) | output", fill="black")
     y = pad + 2 * line_h
     for r, lines in rows:
         x = pad
@@ -152,8 +173,10 @@ def contact_sheet(results: list[Result], header: str, scale: int = 4):
             x += tile + pad
         if r.job.refs:
             draw.text((x - pad + 1, y + tile // 2 - 6), ">", fill="black")
-        sheet.paste(pil(r.image), (pad + 2 * (tile + pad), y))
+        target = render(r.job.target, SIZE)
+        sheet.paste(target.resize((tile, tile), Image.NEAREST), (pad + 2 * (tile + pad), y))
+        sheet.paste(pil(r.image), (pad + 3 * (tile + pad), y))
         for k, line in enumerate(lines):
-            draw.text((pad + 3 * (tile + pad), y + k * line_h), line, fill="black")
+            draw.text((pad + 4 * (tile + pad), y + k * line_h), line, fill="black")
         y += max(tile, len(lines) * line_h) + pad
     return sheet
