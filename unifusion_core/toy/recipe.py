@@ -93,6 +93,36 @@ def _half(src: Path, dst: Path) -> None:
     save_file(tensors, str(dst), metadata=meta)
 
 
+def continue_stage(args) -> int:
+    """A further training stage of the shipped model (``--continue_from``): T2I and edits mixed in one
+    data set, the VLM features precomputed by a second process into an on-disk cache that the training
+    run (one thread) reads as they appear; the learning curve comes from the kept snapshots
+    (``python -m unifusion_core.toy curve OUT/main``)."""
+    out, t0 = Path(args.out), time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    data = _dataset(out / "data", t2i=args.stage_t2i, edit=args.stage_t2i * 2 // 5, recon=args.stage_t2i * 3 // 100,
+                    size=32, seed=args.stage_seed)
+    flags = {"manifest": data, "vlm": args.vlm, "preset": "toy", "resolution": 32, "buckets": "1:1",
+             "feature_cache": out / "features", "verifi_share": args.verifi_share}
+    common = [x for k, v in flags.items() for x in (f"--{k}", str(v))]
+    train = _command(out / "main", data, args, args.stage_steps, init_from=args.continue_from, warmup_steps=100,
+                     ema_decay=0.999, snapshot_every=250, abs_pos_grid=args.abs_pos_grid,
+                     feature_cache=out / "features")
+    pre = [sys.executable, "-m", "unifusion_core.train.precompute", *common, "--run_dir", str(out / "precompute")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    with open(out / "precompute.log", "w") as log_pre:
+        helper = subprocess.Popen(pre, stdout=log_pre, stderr=subprocess.STDOUT, env=env)
+        minutes = _run_all([("main", train, None)], 1, out)
+        helper.wait()
+    record = {"args": vars(args), "run_minutes": minutes, "total_minutes": round((time.time() - t0) / 60, 1),
+              "cpu_count": os.cpu_count()}
+    (out / "recipe.json").write_text(json.dumps(record, indent=2, default=str))
+    if args.ship:
+        CHECKPOINT.write_bytes((out / "main" / "unifusion.safetensors").read_bytes())
+        log.info("shipped %s", CHECKPOINT)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vlm", default=str(MODELS_DIR / "unifusion-toy-vlm"))
@@ -106,8 +136,16 @@ def main(argv=None) -> int:
     ap.add_argument("--parallel", type=int, default=2, help="trainings at once (one thread each)")
     ap.add_argument("--no_ablations", action="store_true")
     ap.add_argument("--ship", action="store_true", help=f"copy the results to {MODELS_DIR}")
+    stage = ap.add_argument_group("a further stage of an existing checkpoint (instead of the recipe from scratch)")
+    stage.add_argument("--continue_from", default="", help="checkpoint to continue (e.g. the shipped one)")
+    stage.add_argument("--stage_steps", type=int, default=4000)
+    stage.add_argument("--stage_t2i", type=int, default=20000, help="T2I scenes (plus 40%% as many edits)")
+    stage.add_argument("--stage_seed", type=int, default=11, help="data seed (each stage its own)")
+    stage.add_argument("--abs_pos_grid", type=int, default=8, help="learned absolute position table (-1: keep)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.continue_from:
+        return continue_stage(args)
     out, t0 = Path(args.out), time.time()
     out.mkdir(parents=True, exist_ok=True)
     t2i = _dataset(out / "data_t2i", t2i=args.examples, recon=args.examples // 30, size=32, seed=1)
