@@ -58,11 +58,35 @@ def hf_model_dirs(bases) -> list[str]:
     return sorted(found)
 
 
-def resolve_model_dir(name: str, bases) -> str:
-    """The first ``base/name`` folder that exists; one-sentence error otherwise."""
+def resolve_model_dir(name, bases, forbidden=()) -> str:
+    """``name`` (one of ``hf_model_dirs(bases)``) -> its folder; one-sentence error otherwise.
+
+    A model input is only ever a name the loader lists: no absolute paths, backslashes, drive letters,
+    ``.`` or ``..`` segments, resolved inside a registered base (symlinks inside a base are allowed,
+    as users make them), and never inside ``forbidden`` folders (ComfyUI's input/ and output/, where
+    HTTP clients can upload files). ComfyUI does not check combo values against their options, so
+    this check is the only one between an HTTP client and ``from_pretrained``.
+    """
+    parts = name.split("/") if isinstance(name, str) else []
+    if (not parts or "\\" in name or ":" in name or os.path.isabs(name)
+            or any(p in ("", ".", "..") for p in parts)):
+        raise UserFacingError(f"A VLM folder is a name from the loader's list (a folder under "
+                              f"{', '.join(bases) or 'no model folders'}), found {name!r}: paths, '..' and "
+                              f"backslashes are not accepted.")
+    listed = hf_model_dirs(bases)
+    if name not in listed:
+        shown = ", ".join(listed[:8]) + (", ..." if len(listed) > 8 else "") if listed else "none"
+        raise UserFacingError(f"No VLM folder named {name!r} was found under {', '.join(bases) or 'no model folders'}"
+                              f" (listed: {shown}).")
     for base in bases:
-        path = os.path.join(base, *name.split("/"))
-        if os.path.isdir(path):
+        path = os.path.join(base, *parts)
+        if os.path.isfile(os.path.join(path, "config.json")):
+            real = os.path.realpath(path)
+            for bad in forbidden:
+                bad = os.path.realpath(bad)
+                if real == bad or real.startswith(bad + os.sep):
+                    raise UserFacingError(f"VLM folder {name!r} resolves into {bad}, which is never a model "
+                                          f"folder (uploads land there); move the model under {base}.")
             return path
     raise UserFacingError(f"No VLM folder named {name!r} was found under {', '.join(bases) or 'no model folders'}.")
 

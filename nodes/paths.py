@@ -35,7 +35,10 @@ def vlm_folders() -> list[str]:
 
 
 def vlm_path(name: str) -> str:
-    return resolve_model_dir(name, vlm_bases())
+    """A listed VLM folder name -> its path; never a path outside the model folders, never input/ or
+    output/ (see common.resolve_model_dir)."""
+    forbidden = [folder_paths.get_input_directory(), folder_paths.get_output_directory()]
+    return resolve_model_dir(name, vlm_bases(), forbidden)
 
 
 def _pack_checkpoints() -> list[str]:

@@ -138,3 +138,25 @@ def test_workflow_twins_describe_the_same_graph(name):
 def test_workflow_set_is_complete():
     assert sorted(p.stem for p in WORKFLOWS.glob("*.json")) == sorted(WORKFLOW_NAMES)
     assert sorted(p.stem for p in (WORKFLOWS / "api").glob("*.json")) == sorted(WORKFLOW_NAMES)
+
+
+def test_vlm_folder_is_only_ever_a_listed_name_inside_the_model_folders(common, tmp_path):
+    """ComfyUI does not check combo values, so any HTTP client can send any string as vlm_folder."""
+    base, outside, uploads = tmp_path / "models" / "LLM", tmp_path / "somewhere" / "vlm", tmp_path / "input" / "evil"
+    for d in (base / "Good", outside, uploads):
+        d.mkdir(parents=True)
+        (d / "config.json").write_text("{}")
+    (base / "linked").symlink_to(tmp_path / "somewhere", target_is_directory=True)  # a user's symlink: fine
+    bases = [str(base)]
+    assert common.resolve_model_dir("Good", bases) == str(base / "Good")
+    assert common.resolve_model_dir("linked/vlm", bases) == str(base / "linked" / "vlm")
+    for bad in ("../../somewhere/vlm", "../input/evil", str(outside), "Good/..", "./Good", "Good\\..\\x",
+                "C:/x", "", "Good//"):
+        with pytest.raises(ValueError, match="paths, '..' and backslashes are not accepted") as err:
+            common.resolve_model_dir(bad, bases)
+        assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="No VLM folder named 'Missing'.*listed: Good, linked/vlm"):
+        common.resolve_model_dir("Missing", bases)
+    (base / "up").symlink_to(tmp_path / "input", target_is_directory=True)
+    with pytest.raises(ValueError, match="never a model folder"):
+        common.resolve_model_dir("up/evil", bases, forbidden=[str(tmp_path / "input")])
