@@ -61,11 +61,14 @@ demo: $(STAMP)
 # the shipped shapes-world demo models from scratch (README "Toy models" says how long it took): the toy
 # VLM (from scratch, then a warm-started second stage that adds multi-image composition rewrites), then
 # the toy UniFusion (T2I, then the edit fine-tune) with the project's trainer, plus the equal-budget
-# ablations; --ship copies the results into unifusion_core/toy/models
+# ablations; --ship copies the results into unifusion_core/toy/models; then stage 2 continues the shipped
+# checkpoint (README "Toy models") and its learning curve is scored
 toy-train: $(STAMP)
 	$(PY) -m unifusion_core.toy train-vlm --out runs/toy/vlm_stage1 --minutes 31 --batch-size 32 --lr 1.5e-3 --mix 0.35,0.3,0.3,0.05,0 --threads 1
 	$(PY) -m unifusion_core.toy train-vlm --init-from runs/toy/vlm_stage1 --out unifusion_core/toy/models/unifusion-toy-vlm --minutes 65 --batch-size 64 --lr 8e-4 --warmup-steps 50 --seed 1 --threads 2
 	$(PY) -m unifusion_core.toy.recipe --vlm unifusion_core/toy/models/unifusion-toy-vlm --out runs/toy --ship
+	$(PY) -m unifusion_core.toy.recipe --continue_from unifusion_core/toy/models/unifusion-toy.safetensors --out runs/s3 --stage_steps 2100 --ship
+	$(PY) -m unifusion_core.toy curve runs/s3/main
 
 # the quality report of the shipped toy models (README "Toy models")
 quality: $(STAMP)
