@@ -61,6 +61,12 @@ def score_snapshots(run_dir, vlm=None, n: int = 60, verifi: bool = False) -> Pat
                 w.writeheader()
             w.writerow(row)
         log.info("step %d: %s", step, row)
+    rows = sorted(_scored(out).values(), key=lambda r: int(r["step"]))
+    if rows:  # keep the file in step order (a snapshot may be added before earlier ones)
+        with out.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=FIELDS)
+            w.writeheader()
+            w.writerows(rows)
     plot(run_dir)
     return out
 
