@@ -157,7 +157,9 @@ def vlm_section(rep, vlm, n):
         ts = q.vlm_texts(vlm, task, n, phrasing)
         rep(f"vlm_{task}_rewrite_exact_{phrasing} = {q.fmt([float(t.exact) for t in ts])} | invented objects "
             f"{q.fmt([float(t.invented) for t in ts])} | dropped objects {q.fmt([float(t.dropped) for t in ts])}"
-            f"  (goal: exact {goal}, invented <= 1%)")
+            " | attributes of matched objects "
+            + ", ".join(f"{a} {100 * q.attribute_accuracy([t.score for t in ts], k):.1f}%" for k, a in enumerate(q.ATTRS))
+            + f"  (goal: exact {goal}, invented <= 1%)")
 
 
 def ablation_section(rep, vlm, n, folder: Path):
@@ -199,18 +201,20 @@ def main():
     ap.add_argument("--ablations", default=str(ABLATIONS_DIR))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="quality_out", help="folder for report.txt and quality.png")
+    ap.add_argument("--only-vlm", action="store_true", help="only the toy VLM section")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0, rep = time.perf_counter(), Report()
     rep(machine())
     rep(f"checkpoint: {args.checkpoint}; VLM: {args.vlm}; intervals: bootstrap 95% over examples")
     pipe = UniFusionPipeline.from_files(args.checkpoint, args.vlm)
-    t2i_section(rep, pipe, args.n)
-    edit_section(rep, pipe, args.n_edit)
-    compose_section(rep, pipe, args.n_compose)
+    if not args.only_vlm:
+        t2i_section(rep, pipe, args.n)
+        edit_section(rep, pipe, args.n_edit)
+        compose_section(rep, pipe, args.n_compose)
     if args.vlm_n:
         vlm_section(rep, pipe.vlm, args.vlm_n)
-    if args.ablation_n:
+    if args.ablation_n and not args.only_vlm:
         ablation_section(rep, pipe.vlm, args.ablation_n, Path(args.ablations))
     rep(f"\nquality report finished in {(time.perf_counter() - t0) / 60:.1f} min")
     out = Path(args.out)

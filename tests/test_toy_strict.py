@@ -102,3 +102,5 @@ def test_text_verdicts_catch_invented_and_dropped_objects():
     missing = q.judge_text(describe(Scene("white", (A,))), truth)
     assert missing.dropped and not missing.invented
     assert q.judge_text("garbage words", truth).dropped
+    wrong = q.judge_text(describe(Scene("white", (replace(A, color="green"), B))), truth)
+    assert not wrong.invented and not wrong.dropped and not wrong.exact and wrong.score.attr_hits[0] == 1

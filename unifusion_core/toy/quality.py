@@ -210,9 +210,9 @@ class TextVerdict:
 
     exact: bool  # the text is the canonical description, word for word
     parsed: bool
-    invented: bool  # states an object the scene does not have (in all four attributes)
-    dropped: bool  # misses an object the scene has
-    score: ev.StrictScore
+    invented: bool  # states an object with no counterpart in the scene (one-to-one, any attribute agreeing)
+    dropped: bool  # leaves out an object of the scene (no counterpart in the text)
+    score: ev.StrictScore  # attributes of the matched objects: ``attr_hits`` of ``assigned``
 
 
 def judge_text(text: str, truth: Scene) -> TextVerdict:
@@ -222,9 +222,9 @@ def judge_text(text: str, truth: Scene) -> TextVerdict:
     s = ev.strict_score(pred, truth)
     if pred is None:
         return TextVerdict(False, False, False, True, s)
+    m = ev.assign(pred, truth)
     return TextVerdict(" ".join(text.split()) == describe(truth), True,
-                       any(o not in truth.objects for o in pred.objects),
-                       any(o not in pred.objects for o in truth.objects), s)
+                       len(pred.objects) > sum(j is not None for j in m), None in m, s)
 
 
 def vlm_prompts(task: str, n: int, phrasing: str, base: int = SEED):
