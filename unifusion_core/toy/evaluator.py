@@ -211,26 +211,31 @@ def _agree(t: Obj, p: Obj) -> tuple[bool, ...]:
     return (t.color == p.color, t.shape == p.shape, t.size == p.size, t.cell == p.cell)
 
 
-def match(pred: Scene, target: Scene) -> list[int | None]:
-    """For each target object, the index of its predicted object (or None): most attributes agreeing."""
-    t_objs, p_objs = target.objects, pred.objects
-    gain = [[sum(_agree(t, p)) for p in p_objs] for t in t_objs]
+def _best_assignment(gain: list[list[int]], min_gain: int) -> list[int | None]:
+    """One-to-one assignment of rows (target objects) to columns (read objects) maximising the summed
+    ``gain``; a pair needs at least ``min_gain``. Exact by dynamic programming over subsets of
+    columns (scenes hold at most 9 objects). -> per row, its column or None."""
     memo: dict[tuple[int, int], tuple[int, tuple]] = {}
 
     def best(i: int, used: int) -> tuple[int, tuple]:
-        if i == len(t_objs):
+        if i == len(gain):
             return 0, ()
         if (i, used) not in memo:
-            score, rest = best(i + 1, used)
-            options = [(score, (None,) + rest)]
+            total, rest = best(i + 1, used)
+            options = [(total, (None,) + rest)]
             for j, g in enumerate(gain[i]):
-                if g >= 2 and not used >> j & 1:
-                    s, r = best(i + 1, used | 1 << j)
-                    options.append((s + g, (j,) + r))
+                if g >= min_gain and not used >> j & 1:
+                    t, r = best(i + 1, used | 1 << j)
+                    options.append((t + g, (j,) + r))
             memo[(i, used)] = max(options, key=lambda o: o[0])
         return memo[(i, used)]
 
     return list(best(0, 0)[1])
+
+
+def match(pred: Scene, target: Scene) -> list[int | None]:
+    """For each target object, the index of its predicted object (or None): most attributes agreeing."""
+    return _best_assignment([[sum(_agree(t, p)) for p in pred.objects] for t in target.objects], 2)
 
 
 @dataclass(frozen=True)
@@ -313,24 +318,8 @@ def assign(pred: Scene, target: Scene) -> list[int | None]:
     programming over subsets: scenes hold at most 9 objects) maximising first the number of objects
     right in all four attributes, then the attributes that agree. -> per target object, the index of
     its read object, or None when there are fewer read objects (or only ones agreeing on nothing)."""
-    t_objs, p_objs = target.objects, pred.objects
-    gain = [[(10 * all(_agree(t, p)) + sum(_agree(t, p))) for p in p_objs] for t in t_objs]
-    memo: dict[tuple[int, int], tuple[int, tuple]] = {}
-
-    def best(i: int, used: int) -> tuple[int, tuple]:
-        if i == len(t_objs):
-            return 0, ()
-        if (i, used) not in memo:
-            score_, rest = best(i + 1, used)
-            options = [(score_, (None,) + rest)]
-            for j, g in enumerate(gain[i]):
-                if g > 0 and not used >> j & 1:
-                    s, r = best(i + 1, used | 1 << j)
-                    options.append((s + g, (j,) + r))
-            memo[(i, used)] = max(options, key=lambda o: o[0])
-        return memo[(i, used)]
-
-    return list(best(0, 0)[1])
+    gain = [[10 * all(_agree(t, p)) + sum(_agree(t, p)) for p in pred.objects] for t in target.objects]
+    return _best_assignment(gain, 1)
 
 
 @dataclass(frozen=True)

@@ -169,14 +169,15 @@ class EditSet:
 def edit_set(pipe, examples, verifi: bool = True, seed: int = SEED + 1) -> EditSet:
     sources = [Scene.from_json(e["refs"][0]) for e in examples]
     targets = [Scene.from_json(e["target"]) for e in examples]
-    images = generate(pipe, [e["prompts"][0] for e in examples], [[render(s, SIZE)] for s in sources], verifi, seed)
+    shown = [render(s, SIZE) for s in sources]  # rendered once: the model's reference and "do nothing"
+    images = generate(pipe, [e["prompts"][0] for e in examples], [[im] for im in shown], verifi, seed)
     kinds = [e["kind"] for e in examples]
 
     def verdicts(reads):
         return [ev.edit_verdict(p, s, t, k) for p, s, t, k in zip(reads, sources, targets, kinds)]
 
     return EditSet(kinds, verdicts([ev.read_scene(im) for im in images]),
-                   verdicts([ev.read_scene(render(s, SIZE)) for s in sources]),
+                   verdicts([ev.read_scene(im) for im in shown]),
                    verdicts([ev.read_scene(render(t, SIZE)) for t in targets]))
 
 
@@ -194,10 +195,10 @@ def compose_set(pipe, n: int, verifi: bool = True, seed: int = SEED + 2, base: i
     exs = [tasks.compose_example(rng) for _ in range(n)]
     targets = [Scene.from_json(e["target"]) for e in exs]
     refs = [[Scene.from_json(r) for r in e["refs"]] for e in exs]
-    images = generate(pipe, [e["prompts"][0] for e in exs], [[render(r, SIZE) for r in rs] for rs in refs],
-                      verifi, seed)
+    shown = [[render(r, SIZE) for r in rs] for rs in refs]  # rendered once: the model's input and the baselines
+    images = generate(pipe, [e["prompts"][0] for e in exs], shown, verifi, seed)
     return ComposeSet([ev.strict_score(ev.read_scene(im), t) for im, t in zip(images, targets)],
-                      [[ev.strict_score(ev.read_scene(render(rs[k], SIZE)), t) for rs, t in zip(refs, targets)]
+                      [[ev.strict_score(ev.read_scene(ims[k]), t) for ims, t in zip(shown, targets)]
                        for k in range(2)],
                       [ev.strict_score(ev.read_scene(render(t, SIZE)), t) for t in targets])
 

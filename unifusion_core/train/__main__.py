@@ -1,22 +1,16 @@
 """python -m unifusion_core.train --config FILE [--field value ...]  (also under `accelerate launch`)."""
-import logging
 import sys
 
-from ..errors import UniFusionError
-from .config import parse_args
+from .config import cli_main
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
+    def run(t):
         from .trainer import train
 
-        out = train(parse_args(argv))
-    except UniFusionError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"exported {out}")
-    return 0
+        return train(t)
+
+    return cli_main(argv, run, "exported {}")
 
 
 sys.exit(main())

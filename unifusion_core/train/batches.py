@@ -44,6 +44,10 @@ class TensorCache:
         if self.folder:
             self.folder.mkdir(parents=True, exist_ok=True)
 
+    def has(self, key) -> bool:
+        """Whether ``key`` is stored, without reading it."""
+        return key in self.memory or bool(self.folder and (self.folder / f"{key}.safetensors").exists())
+
     def get(self, key):
         if key in self.memory:
             return self.memory[key]

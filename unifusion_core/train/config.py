@@ -137,3 +137,19 @@ def parse_args(argv=None) -> TrainConfig:
     values = _read_file(args.config) if args.config else {}
     values.update({k: v for k, v in vars(args).items() if k != "config" and v is not None})
     return TrainConfig(**values)
+
+
+def cli_main(argv, run, done: str) -> int:
+    """A trainer-style command: logging, ``run(parse_args(argv))``, one sentence for a UniFusionError
+    (exit 2), else ``done`` formatted with the result (exit 0)."""
+    import logging
+    import sys
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        out = run(parse_args(argv))
+    except UniFusionError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(done.format(out))
+    return 0

@@ -15,12 +15,13 @@ import sys
 import time
 
 from ..errors import UniFusionError
-from .config import parse_args
+from .config import cli_main
 
 log = logging.getLogger(__name__)
 
 
 def precompute(t, batch: int = 64) -> int:
+    import torch
     from accelerate import Accelerator
 
     from .batches import BatchMaker
@@ -28,7 +29,7 @@ def precompute(t, batch: int = 64) -> int:
 
     if t.feature_cache in ("online", "memory"):
         raise UniFusionError(f"precompute needs --feature_cache pointing at a folder, found {t.feature_cache!r}.")
-    acc = Accelerator(cpu=True)
+    acc = Accelerator(cpu=not torch.cuda.is_available())  # the VLM on a GPU when there is one
     vlm, vae, ucfg, ds = _setup(t, acc)
     maker = BatchMaker(t, ucfg, ds, vlm, vae, acc.device)
     todo = []
@@ -36,14 +37,14 @@ def precompute(t, batch: int = 64) -> int:
         if i in ds.skipped:
             continue
         modes = ["recon"] if rec.task == "recon" else ["raw"] + (["verifi"] if rec.rewrite is not None else [])
-        todo += [(i, m) for m in modes if maker.feature_cache.get(maker._cache_key(i, m)) is None]
+        todo += [(i, m) for m in modes if not maker.feature_cache.has(maker._cache_key(i, m))]
     log.info("%d features to compute (%d records)", len(todo), len(ds.records))
     t0 = time.perf_counter()
     for start in range(0, len(todo), batch):
         items = []
         for i, mode in todo[start:start + batch]:
             j, target, refs = ds.load(i)
-            if maker.feature_cache.get(maker._cache_key(j, mode)) is None:  # a training run may have done it
+            if not maker.feature_cache.has(maker._cache_key(j, mode)):  # a training run may have done it
                 items.append((j, mode, target, refs))
         if items:
             maker.features(items)
@@ -53,14 +54,7 @@ def precompute(t, batch: int = 64) -> int:
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        n = precompute(parse_args(argv))
-    except UniFusionError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"computed {n} features")
-    return 0
+    return cli_main(argv, precompute, "computed {} features")
 
 
 if __name__ == "__main__":
