@@ -67,8 +67,10 @@ toy-train: $(STAMP)
 	$(PY) -m unifusion_core.toy train-vlm --out runs/toy/vlm_stage1 --minutes 31 --batch-size 32 --lr 1.5e-3 --mix 0.35,0.3,0.3,0.05,0 --threads 1
 	$(PY) -m unifusion_core.toy train-vlm --init-from runs/toy/vlm_stage1 --out unifusion_core/toy/models/unifusion-toy-vlm --minutes 65 --batch-size 64 --lr 8e-4 --warmup-steps 50 --seed 1 --threads 2
 	$(PY) -m unifusion_core.toy.recipe --vlm unifusion_core/toy/models/unifusion-toy-vlm --out runs/toy --ship
-	$(PY) -m unifusion_core.toy.recipe --continue_from unifusion_core/toy/models/unifusion-toy.safetensors --out runs/s3 --stage_steps 2100 --ship
-	$(PY) -m unifusion_core.toy curve runs/s3/main
+	$(PY) -m unifusion_core.toy.recipe --continue_from unifusion_core/toy/models/unifusion-toy.safetensors --out runs/stage2 --stage_steps 2100 --ship
+	$(PY) -m unifusion_core.toy curve runs/stage2/main
+	$(PY) -m unifusion_core.toy.recipe --continue_from unifusion_core/toy/models/unifusion-toy.safetensors --out runs/stage3 --stage_steps 3000 --stage_seed 12 --ship
+	$(PY) -m unifusion_core.toy curve runs/stage3/main
 
 # the quality report of the shipped toy models (README "Toy models")
 quality: $(STAMP)

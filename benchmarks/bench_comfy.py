@@ -4,9 +4,10 @@
 
 Run it with ComfyUI's interpreter. Prints the machine first, then one line per figure:
 1. comfy_sampling_vs_core_forward: KSampler euler/simple with CFG (ComfyUI's MODEL: comfy.ops layers,
-   the host's optimized attention, its sampler loop) / the bare core DiT forward (torch.nn, SDPA) on
-   the same batch [cond; uncond] for the same number of steps. Also with ComfyUI's SDPA attention,
-   to separate the attention-kernel choice of the host from the integration's overhead.
+   the host's optimized attention, its sampler loop, the refiner cached across steps) / the core's
+   standalone loop (torch.nn, SDPA; refiner once, DiT per step) on the same batch [cond; uncond] for
+   the same number of steps. Also without the refiner cache (before it) and with ComfyUI's SDPA
+   attention, to separate the attention-kernel choice of the host from the integration's overhead.
 2. peak_t2i_vs_vlm_plus_dit: peak device memory of VLM encode -> LAP -> sampling (through the pack's
    node code and ComfyUI's model management, with the VRAM budget capped to fit one model) / (VLM
    bytes + DiT bytes). CUDA only: on a CPU the offload device is the load device.
@@ -91,22 +92,31 @@ def bench_sampling(torch, path, cfg, size, steps, tokens=77):
     msk = torch.ones(2, tokens, device=dev)
     sig = flow.comfy_simple_sigmas(steps, cfg.sampling.shift, cfg.sampling.multiplier)
 
-    def core_run():
+    def core_run():  # as the standalone sampler: the refiner once, then the DiT each step
+        refined = core_dit.refine(ctx, msk)
         for s in sig[:-1]:
-            core_dit(x, torch.full((2,), float(s) * cfg.sampling.multiplier, device=dev), ctx, msk)
+            core_dit(x, torch.full((2,), float(s) * cfg.sampling.multiplier, device=dev), ctx, msk,
+                     refined_context=refined)
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
+    dit = patcher.model.diffusion_model
+    cache = dit.refine_cache
     with torch.inference_mode():
         t_core = best_of(core_run, repeat=3)
         t_comfy = best_of(comfy_run, repeat=3)
-        patcher.model.diffusion_model.attn_fn = attention.attention_pytorch
+        dit.refine_cache = None  # before the cache: the refiner on every step
+        t_comfy_nocache = best_of(comfy_run, repeat=3)
+        dit.refine_cache = cache
+        dit.attn_fn = attention.attention_pytorch
         t_comfy_sdpa = best_of(comfy_run, repeat=3)
     host_attn = attention.optimized_attention.__name__
     print(f"comfy_sampling_vs_core_forward = {t_comfy / t_core:.3f}x  (goal <= 1.03x)  "
-          f"[{t_comfy:.3f}s vs {t_core:.3f}s, {steps} steps, {size}px, host attention {host_attn}]")
+          f"[{t_comfy:.3f}s vs {t_core:.3f}s, {steps} steps, {size}px, host attention {host_attn}, refiner cached]")
+    print(f"comfy_sampling_without_refiner_cache_vs_core = {t_comfy_nocache / t_core:.3f}x  (before the cache)  "
+          f"[{t_comfy_nocache:.3f}s: the refiner on every step]")
     print(f"comfy_sampling_sdpa_vs_core_forward = {t_comfy_sdpa / t_core:.3f}x  (goal <= 1.03x)  "
-          f"[{t_comfy_sdpa:.3f}s; ComfyUI's attention_pytorch, i.e. the same kernel as the core]")
+          f"[{t_comfy_sdpa:.3f}s; ComfyUI's attention_pytorch, i.e. the same kernel as the core; refiner cached]")
 
 
 def bench_memory(torch, vlm_dir, path, size, steps):

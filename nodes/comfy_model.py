@@ -16,15 +16,16 @@ import comfy.model_base
 import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.ops
+import comfy.patcher_extension
 import comfy.supported_models_base
 import torch
 from comfy.ldm.modules.attention import optimized_attention
 
 from ..unifusion_core.checkpoint import load_checkpoint
-from ..unifusion_core.dit import UniFusionDiT
+from ..unifusion_core.dit import RefinerCache, UniFusionDiT
 from ..unifusion_core.errors import UniFusionError
 from ..unifusion_core.lap import build_pooler
-from .common import PoolerHandle
+from .common import PoolerHandle, UserFacingError
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,15 @@ class UniFusionModelConfig(comfy.supported_models_base.BASE):
 class UniFusionModel(comfy.model_base.BaseModel):
     def __init__(self, model_config: UniFusionModelConfig, device=None):
         super().__init__(model_config, comfy.model_base.ModelType.FLOW, device=device, unet_model=UniFusionDiT)
+        dit = self.diffusion_model
+        dit.should_stop = mm.throw_exception_if_processing_interrupted  # an interrupt ends a step between blocks
+        dit.refine_cache = RefinerCache()  # cleared per sampling run by the patcher's OUTER_SAMPLE wrapper
+        self._warned_sizes = set()
 
     def extra_conds(self, **kwargs):
+        noise = kwargs.get("noise")
+        if noise is not None and noise.ndim == 4:
+            check_latent_size(self.model_config.unifusion, tuple(noise.shape[-2:]), self._warned_sizes)
         out = super().extra_conds(**kwargs)
         cross = kwargs.get("cross_attn")
         if cross is not None:  # CONDRegular: never repeat tokens to a common length (CONDCrossAttn would)
@@ -60,6 +68,40 @@ class UniFusionModel(comfy.model_base.BaseModel):
         if mask is not None and cross is not None:
             out["attention_mask"] = comfy.conds.CONDRegular(_fit_mask(mask, cross))
         return out
+
+
+def check_latent_size(cfg, hw: tuple[int, int], warned: set) -> None:
+    """A latent far smaller than any image this checkpoint could draw is the wrong latent node (ComfyUI
+    silently refits an empty 4-channel latent to our channels, keeping its 1/8 size): one sentence.
+    A size far from the training resolution logs one warning per size."""
+    down = 1 if cfg.sampling.latent_format == "pixel" else 8
+    h, w = hw[0] * down, hw[1] * down
+    trained = cfg.sampling.resolution
+    if cfg.sampling.latent_format == "pixel" and (min(h, w) < 2 * cfg.dit.patch_size or
+                                                  (trained and h * w * 40 < trained ** 2)):
+        raise UserFacingError(
+            f"This pixel-space UniFusion checkpoint{f' (trained at {trained} px)' if trained else ''} got a "
+            f"{w}x{h} latent, which would be a {w}x{h} px image: Empty Latent Image makes 1/8-size latents for VAE "
+            f"models; use Empty Chroma Radiance Latent Image (EmptyChromaRadianceLatentImage) at the image size.")
+    if trained and (h * w > 2 * trained ** 2 or 2 * h * w < trained ** 2) and (w, h) not in warned:
+        warned.add((w, h))
+        log.warning("UniFusion: %dx%d is far from the %d px this checkpoint was trained at; expect poor images "
+                    "(and long steps when larger).", w, h, trained)
+
+
+def refiner_cache_wrapper(cache: RefinerCache):
+    """An OUTER_SAMPLE wrapper: the refiner cache starts and ends every sampling run empty, and is off
+    for runs whose conditions carry hooks (hooks may change the weights from one step to the next)."""
+    def wrapper(executor, *args, **kwargs):
+        conds = getattr(executor.class_obj, "conds", None) or {}
+        cache.clear()
+        cache.enabled = not any(c.get("hooks") is not None for group in conds.values() for c in group)
+        try:
+            return executor(*args, **kwargs)
+        finally:
+            cache.clear()
+            cache.enabled = True
+    return wrapper
 
 
 def _fit_mask(mask: torch.Tensor, cross: torch.Tensor) -> torch.Tensor:
@@ -89,6 +131,8 @@ def load_unifusion(path: str, weight_dtype: str = "default"):
     model = UniFusionModel(model_config, device=offload_device)
     _load_dit_weights(model, state["dit"], path)
     patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+    patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, "unifusion_refiner_cache",
+                                 refiner_cache_wrapper(model.diffusion_model.refine_cache))
     return patcher, _load_pooler(cfg, state["lap"], manual_cast or dtype, load_device, offload_device, path)
 
 

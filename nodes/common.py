@@ -19,6 +19,7 @@ TRANSFORMERS_MISSING = ("The UniFusion VLM nodes need the transformers package: 
                         "(pip install -r requirements.txt).")
 WEIGHT_DTYPES = ("default", "bf16", "fp16", "fp8_e4m3fn", "fp8_e4m3fn_fast")
 VLM_DTYPES = ("auto", "bf16", "fp16", "fp32")
+VLM_DEVICES = ("default", "cpu")
 ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2")
 TOKEN_MODES = {"image + instruction": "plain", "image + generated (VERIFI)": "verifi"}
 
@@ -34,6 +35,14 @@ def user_errors():
         yield
     except UniFusionError as err:
         raise UserFacingError(str(err)) from None
+
+
+def choice(label: str, value, options):
+    """``value`` if it is one of ``options``; else one sentence naming them. ComfyUI does not check a
+    combo's value against its options for API clients, so every node checks its own."""
+    if isinstance(value, str) and value in options:
+        return value
+    raise UserFacingError(f"{label} should be one of {', '.join(repr(o) for o in options)}, found {value!r}.")
 
 
 def require_transformers():
@@ -160,7 +169,7 @@ def verifi_system(preset: str, custom: str, num_images: int, cfg=None) -> str:
     t2i / edit / multi_ref the pack's preset, 'custom' the custom text (which must not be empty)."""
     from ..unifusion_core import verifi
 
-    if preset == "custom":
+    if choice("The system prompt preset", preset, SYSTEM_PRESETS) == "custom":
         if not (custom or "").strip():
             raise UserFacingError("The system prompt preset is 'custom' but the custom system text is empty; "
                                   "write one or pick another preset.")
@@ -170,19 +179,15 @@ def verifi_system(preset: str, custom: str, num_images: int, cfg=None) -> str:
                     preset)
     if preset == "checkpoint default":
         return verifi.system_prompt(verifi.task_for(num_images), cfg)
-    if preset in verifi.PRESETS:
-        return verifi.PRESETS[preset]
-    raise UserFacingError(f"The system prompt preset should be one of {', '.join(SYSTEM_PRESETS)}, found {preset!r}.")
+    return verifi.PRESETS[preset]
 
 
 def make_sampling(decoding: str, max_new_tokens: int, temperature: float, top_p: float, seed: int):
     """Widget values -> the core's Sampling: greedy ignores temperature, top_p and seed."""
     from ..unifusion_core.vlm.sampling import Sampling
 
-    if decoding == "greedy":
+    if choice("Decoding", decoding, DECODING) == "greedy":
         return Sampling(max_new_tokens=int(max_new_tokens))
-    if decoding != "sample":
-        raise UserFacingError(f"Decoding should be one of {', '.join(DECODING)}, found {decoding!r}.")
     if not temperature > 0:
         raise UserFacingError(f"Sampling needs a temperature above 0 (use greedy decoding for 0), found {temperature}.")
     return Sampling(max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_p=float(top_p),

@@ -13,15 +13,12 @@ import torch
 from comfy_api.latest import io
 
 from ..unifusion_core.checkpoint import check_vlm
-from ..unifusion_core.pipeline import pool
+from ..unifusion_core.condition import pool, roles_for
 from ..unifusion_core.errors import UniFusionError
-from ..unifusion_core.vlm.features import PLAIN_ROLES, VERIFI_ROLES, Features, Role
+from ..unifusion_core.vlm.features import Features
 from ..unifusion_core.vlm.prompts import Prompt
-from .common import TOKEN_MODES, ImageRef, gather_images, layer_spec, make_detail, user_errors
+from .common import TOKEN_MODES, ImageRef, choice, gather_images, layer_spec, make_detail, user_errors
 from .types import FEATURES, IMAGES, POOLER, VLM
-
-_ROLES = {"plain": PLAIN_ROLES, "verifi": VERIFI_ROLES}
-
 
 def _detail_inputs():
     return [
@@ -67,12 +64,9 @@ def vlm_session(vlm, num_images: int):
 
 
 def pool_condition(pooler, feats: Features, mode: str = "plain"):
-    """Features -> CONDITIONING through the checkpoint's pooler (the core's ``pool`` does the checks)."""
-    if mode == "verifi" and not bool((feats.roles == int(Role.GENERATED)).any()):
-        raise UniFusionError("VERIFI conditioning needs generated tokens (a VERIFI rewrite of the prompt), but "
-                             "these features hold none; use 'image + instruction'.")
+    """Features -> CONDITIONING through the checkpoint's pooler (``condition.pool`` does the checks)."""
     mm.load_models_gpu([pooler.patcher], force_full_load=True)
-    tokens, mask = pool(pooler.module, pooler.config, feats, _ROLES[mode],
+    tokens, mask = pool(pooler.module, pooler.config, feats, roles_for(mode),
                         where=f"the UniFusion checkpoint {pooler.path}")
     out = mm.intermediate_device()
     return [[tokens.to(out, torch.float32), {"attention_mask": mask.to(out, torch.float32)}]]
@@ -163,7 +157,7 @@ class UniFusionLAPConditioning(io.ComfyNode):
     @classmethod
     def execute(cls, pooler, features, tokens="image + instruction"):
         with user_errors():
-            return io.NodeOutput(pool_condition(pooler, features, TOKEN_MODES[tokens]))
+            return io.NodeOutput(pool_condition(pooler, features, TOKEN_MODES[choice("tokens", tokens, list(TOKEN_MODES))]))
 
 
 class UniFusionEncode(io.ComfyNode):

@@ -6,8 +6,7 @@ import os
 import comfy.model_management as mm
 from comfy_api.latest import io
 
-from ..unifusion_core.checkpoint import check_vlm
-from ..unifusion_core.vlm.features import PLAIN_ROLES
+from ..unifusion_core.condition import PLAIN_ROLES, kept_states
 from .common import user_errors
 from .layerviz import draw_inspector
 from .types import FEATURES, POOLER
@@ -33,8 +32,7 @@ class UniFusionLayerInspector(io.ComfyNode):
         maps = []
         with user_errors():
             if features is not None:
-                check_vlm(cfg, features.identity, where=f"the UniFusion checkpoint {pooler.path}")
-                hidden, mask = features.select(cfg.vlm.layers).keep(PLAIN_ROLES)
+                hidden, mask = kept_states(cfg, features, PLAIN_ROLES, where=f"the UniFusion checkpoint {pooler.path}")
                 mm.load_models_gpu([pooler.patcher], force_full_load=True)
                 param = next(module.parameters())
                 maps = module.layer_attention(hidden.to(param.device, param.dtype), mask.to(param.device))

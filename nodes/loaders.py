@@ -9,8 +9,8 @@ from comfy_api.latest import io
 from ..unifusion_core.vlm.prefix_cache import PrefixCache
 from . import paths
 from .comfy_model import load_unifusion
-from .common import (ATTN_IMPLEMENTATIONS, VLM_DTYPES, WEIGHT_DTYPES, VLMHandle, require_transformers,
-                     user_errors)
+from .common import (ATTN_IMPLEMENTATIONS, VLM_DEVICES, VLM_DTYPES, WEIGHT_DTYPES, VLMHandle, choice,
+                     require_transformers, user_errors)
 from .types import POOLER, VLM
 
 _VLM_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -31,7 +31,7 @@ class UniFusionVLMLoader(io.ComfyNode):
                                        "shapes-world VLM (for unifusion-toy.safetensors)."),
                 io.Combo.Input("dtype", options=list(VLM_DTYPES), default="auto",
                                tooltip="Weight dtype. auto: bf16 (or fp16) on a GPU, fp32 on the CPU."),
-                io.Combo.Input("device", options=["default", "cpu"], default="default",
+                io.Combo.Input("device", options=list(VLM_DEVICES), default="default",
                                tooltip="default: ComfyUI's device (GPU if any); cpu: always run the VLM on the CPU."),
                 io.Combo.Input("attention", options=list(ATTN_IMPLEMENTATIONS), default="auto",
                                tooltip="transformers attention implementation; auto lets transformers choose."),
@@ -49,6 +49,9 @@ class UniFusionVLMLoader(io.ComfyNode):
     def execute(cls, vlm_folder, dtype="auto", device="default", attention="auto", trust_remote_code=False,
                 prefix_cache_mb=1024):
         require_transformers()
+        choice("The VLM dtype", dtype, VLM_DTYPES)
+        choice("The VLM device", device, VLM_DEVICES)
+        choice("The attention implementation", attention, ATTN_IMPLEMENTATIONS)
         load_device = torch.device("cpu") if device == "cpu" else mm.get_torch_device()
         torch_dtype = _VLM_DTYPES.get(dtype) or _auto_dtype(load_device)
         with user_errors():
@@ -105,6 +108,7 @@ class UniFusionCheckpointLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, checkpoint, weight_dtype="default"):
+        choice("The weight dtype", weight_dtype, WEIGHT_DTYPES)
         with user_errors():
             model, pooler = load_unifusion(paths.checkpoint_path(checkpoint), weight_dtype)
         return io.NodeOutput(model, pooler)

@@ -78,6 +78,8 @@ def _rewrite(path, tensors=None, meta=None):
     ("truncated", "not a readable safetensors"),
     ("pickle", "only .safetensors"),
     ("absent", "no such checkpoint"),
+    ("nan", "tensor dit.proj_out.weight holds NaN or infinite values"),
+    ("inf_fp16", "tensor lap."),
 ])
 def test_errors_are_one_sentence_with_path(saved, case, pattern):
     path = saved[0]
@@ -103,6 +105,10 @@ def test_errors_are_one_sentence_with_path(saved, case, pattern):
         torch.save({}, path)
     elif case == "absent":
         path = path.with_name("nope.safetensors")
+    elif case == "nan":
+        _rewrite(path, tensors=lambda t: {**t, "dit.proj_out.weight": t["dit.proj_out.weight"].index_fill(0, torch.tensor([0]), float("nan"))})
+    elif case == "inf_fp16":
+        _rewrite(path, tensors=lambda t: {k: (v.half().index_fill(0, torch.tensor([0]), float("inf")) if k.startswith("lap.") and v.is_floating_point() else v) for k, v in t.items()})
     with pytest.raises(UniFusionError) as err:
         load_modules(path)
     msg = str(err.value)
@@ -135,3 +141,17 @@ def test_presets_scale_as_documented():
         sizes[name] = sum(p.numel() for p in dit.parameters()) / 1e9
     assert 0.4 < sizes["small"] < 0.6 and 1.8 < sizes["base"] < 2.5 and 7.5 < sizes["paper"] < 8.8
     assert UniFusionConfig.preset("paper", PAPER_VLM).vlm.layers == (4, 7, 10, 13, 16, 19, 22, 25, 28, 31)
+
+
+def test_presets_are_typed_and_refuse_a_width_their_heads_do_not_divide():
+    from unifusion_core.config import PRESETS, LAPConfig, Preset, VLMSpec
+
+    assert all(isinstance(p, Preset) and p.name == n for n, p in PRESETS.items())
+    odd = VLMSpec("X", 8, 48, (2, 5))  # 48 is not a multiple of the paper preset's 32 LAP heads
+    with pytest.raises(UniFusionError, match="32 heads at width 48") as err:
+        UniFusionConfig.preset("paper", odd)
+    assert str(err.value).count("\n") == 0
+    lap = LAPConfig(in_dim=48, num_layers=2, width=48, heads=4, out_dim=4096)
+    assert UniFusionConfig.preset("paper", odd, lap=lap).lap.heads == 4  # an explicit pooler is taken as given
+    toy = UniFusionConfig.preset("toy", odd)
+    assert (toy.lap.width, toy.lap.heads, toy.dit.abs_pos_grid) == (128, 4, 8)

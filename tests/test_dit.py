@@ -159,7 +159,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 
 def test_eager_attention_matches_sdpa_in_value_and_gradient():
     """The trainer's `--attention eager` (faster CPU backward) trains the same function as SDPA."""
-    from unifusion_core.layers import eager_attention
+    from unifusion_core.blocks import eager_attention
 
     cfg = tiny_config()
     _, _, ref = tiny_modules(cfg)
@@ -203,3 +203,61 @@ def test_absolute_position_table_starts_as_a_no_op_and_then_moves_the_output():
         assert (moved - plain(x, t, ctx, mask)).abs().max() > 1e-3
         bigger = dit(torch.randn(1, 3, 32, 24), t[:1], ctx[:1], mask[:1])  # 8 x 6 grid from the 4 x 4 table
     assert bigger.shape == (1, 3, 32, 24) and torch.isfinite(bigger).all()
+
+
+def test_refiner_cache_reuses_only_an_equal_condition_with_the_same_weights():
+    from unifusion_core.config import DiTConfig
+    from unifusion_core.dit import RefinerCache, UniFusionDiT
+
+    torch.manual_seed(0)
+    dit = UniFusionDiT(DiTConfig(hidden_size=32, num_heads=2, axes_dims=(4, 6, 6), cond_dim=16, depth=1))
+    dit.init_weights()
+    for q in dit.parameters():
+        q.data.normal_(0, 0.2)
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([0.5, 0.5])
+    ctx, mask = torch.randn(2, 5, 16), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]).float()
+    with torch.no_grad():
+        want, want_t = dit(x, t, ctx, mask), dit(x, t * 0.3, ctx, mask)
+        dit.refine_cache = cache = RefinerCache()
+        assert torch.equal(dit(x, t, ctx, mask), want) and cache.hits == 0
+        assert torch.equal(dit(x, t * 0.3, ctx.clone(), mask), want_t)
+        assert cache.hits == 1  # an equal condition (another tensor) hits, whatever the timestep
+        other = ctx.clone()
+        other[0, 0, 0] += 1e-3
+        dit.refine_cache = None
+        want_other = dit(x, t, other, mask)
+        dit.refine_cache = cache
+        assert torch.equal(dit(x, t, other, mask), want_other) and cache.hits == 1  # a changed value misses
+        dit.refine_cache = None
+        want_mask = dit(x, t, ctx, torch.ones(2, 5))
+        dit.refine_cache = cache
+        assert torch.equal(dit(x, t, ctx, torch.ones(2, 5)), want_mask)  # another mask misses
+        before = cache.hits
+        dit.refiner.in_proj.weight.add_(0.1)  # new weights (in place: the version moves)
+        dit.refine_cache = None
+        want_new = dit(x, t, ctx, mask)
+        dit.refine_cache = cache
+        assert torch.equal(dit(x, t, ctx, mask), want_new) and cache.hits == before
+        cache.enabled = False
+        dit(x, t, ctx, mask)
+        assert cache.hits == before
+
+
+def test_should_stop_is_asked_between_blocks():
+    from unifusion_core.config import DiTConfig
+    from unifusion_core.dit import UniFusionDiT
+
+    torch.manual_seed(0)
+    dit = UniFusionDiT(DiTConfig(hidden_size=32, num_heads=2, axes_dims=(4, 6, 6), cond_dim=16, depth=3))
+    dit.init_weights()
+    calls = []
+
+    def stop():
+        calls.append(1)
+        if len(calls) == 2:
+            raise InterruptedError("stop")
+
+    dit.should_stop = stop
+    with pytest.raises(InterruptedError):
+        dit(torch.randn(1, 3, 8, 8), torch.tensor([0.5]), torch.randn(1, 4, 16))
+    assert len(calls) == 2  # the first block ran, the second was never started

@@ -55,7 +55,7 @@ def test_custom_text_with_other_preset_warns(common, verifi, caplog):
 
 
 def test_unknown_preset(common):
-    with pytest.raises(ValueError, match="should be one of checkpoint default"):
+    with pytest.raises(ValueError, match="should be one of 'checkpoint default'"):
         common.verifi_system("nope", "", 0)
 
 
@@ -66,5 +66,5 @@ def test_make_sampling(common):
     assert (s.temperature, s.top_p, s.seed, s.max_new_tokens) == (0.8, 0.95, 2**63 + 5, 32)
     with pytest.raises(ValueError, match="temperature above 0"):
         common.make_sampling("sample", 32, 0.0, 0.9, 1)
-    with pytest.raises(ValueError, match="Decoding should be one of greedy, sample"):
+    with pytest.raises(ValueError, match="Decoding should be one of 'greedy', 'sample'"):
         common.make_sampling("beam", 32, 0.7, 0.9, 1)

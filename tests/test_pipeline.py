@@ -46,13 +46,13 @@ def setup(tmp_path_factory):
 def test_t2i_shape_range_and_seed_determinism(setup):
     _, _, vlm, ckpt = setup
     pipe = UniFusionPipeline.from_files(ckpt, vlm)
-    a = pipe(Request("a red circle", width=32, height=16, seed=1, steps=3))
-    b = pipe(Request("a red circle", width=32, height=16, seed=1, steps=3))
-    c = pipe(Request("a red circle", width=32, height=16, seed=2, steps=3))
-    d = pipe(Request("a blue square", width=32, height=16, seed=1, steps=3))
+    a = pipe(Request("a red circle", width=32, height=16, seed=1, steps=3)).images
+    b = pipe(Request("a red circle", width=32, height=16, seed=1, steps=3)).images
+    c = pipe(Request("a red circle", width=32, height=16, seed=2, steps=3)).images
+    d = pipe(Request("a blue square", width=32, height=16, seed=1, steps=3)).images
     assert a.shape == (1, 16, 32, 3) and a.min() >= 0 and a.max() <= 1
     assert torch.equal(a, b) and not torch.equal(a, c) and not torch.equal(a, d)
-    assert pipe(Request("x", width=16, height=16, batch=2, steps=2)).shape == (2, 16, 16, 3)
+    assert pipe(Request("x", width=16, height=16, batch=2, steps=2)).images.shape == (2, 16, 16, 3)
 
 
 def test_edit_and_multi_reference_change_the_condition(setup):
@@ -65,7 +65,7 @@ def test_edit_and_multi_reference_change_the_condition(setup):
     cond2, m2 = pipe.encode(["make it blue"], [[ref1, ref2]])
     assert cond0.shape[1] < cond1.shape[1] < cond2.shape[1]  # image tokens are kept as conditioning
     assert m2.all()
-    out = pipe(Request("make it blue", images=[ref1, ref2], width=16, height=16, steps=2))
+    out = pipe(Request("make it blue", images=[ref1, ref2], width=16, height=16, steps=2)).images
     assert out.shape == (1, 16, 16, 3)
 
 
@@ -79,7 +79,7 @@ def test_flux16_checkpoint_decodes_through_the_flux_vae(setup):
     with pytest.raises(UniFusionError, match="FLUX.1 VAE"):
         UniFusionPipeline.from_files(ckpt, vlm)
     pipe = UniFusionPipeline.from_files(ckpt, vlm, tmp / "ae.safetensors")
-    out = pipe(Request("a tree", width=16, height=8, seed=0))
+    out = pipe(Request("a tree", width=16, height=8, seed=0)).images
     assert out.shape == (1, 8, 16, 3) and out.std() > 0
     with pytest.raises(UniFusionError, match="multiples of 4"):
         pipe(Request("a tree", width=18, height=8))

@@ -107,7 +107,7 @@ def test_two_processes_on_cpu_end_identical_and_export_generates(data, tmp_path)
     assert final["step"] == 6 and len(final["weights_sha256"]) == 2
     assert final["weights_sha256"][0] == final["weights_sha256"][1]
     pipe = UniFusionPipeline.from_files(run / "unifusion.safetensors", data / "vlm")
-    img = pipe(Request("red block top left", width=16, height=16, steps=2))
+    img = pipe(Request("red block top left", width=16, height=16, steps=2)).images
     assert img.shape == (1, 16, 16, 3) and torch.isfinite(img).all()
 
 
@@ -180,8 +180,8 @@ def test_flux16_training_with_folder_caches_and_grad_checkpointing(data, tmp_pat
     assert r.returncode == 0, r.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in lats.glob("*.safetensors")} == stamp  # reused, not re-encoded
     pipe = UniFusionPipeline.from_files(run / "unifusion.safetensors", data / "vlm", tmp_path / "ae.safetensors")
-    assert pipe.cfg.sampling.latent_format == "flux16"
-    assert pipe(Request("red block top left", width=16, height=16, steps=2)).shape == (1, 16, 16, 3)
+    assert pipe.config.sampling.latent_format == "flux16"
+    assert pipe(Request("red block top left", width=16, height=16, steps=2)).images.shape == (1, 16, 16, 3)
 
 
 def test_precompute_fills_the_cache_the_trainer_reads_and_snapshots_feed_the_curve(data, tmp_path):

@@ -7,6 +7,7 @@ Only safetensors are read; nothing is ever unpickled.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from .errors import UniFusionError
 from .lap import build_pooler
 
 PARTS = ("lap", "dit")
+log = logging.getLogger(__name__)
+_WARNED_VLMS: set = set()
 
 
 def build_modules(cfg: UniFusionConfig, *, dtype=None, device=None, operations=nn, attn_fn=None):
@@ -59,6 +62,10 @@ def load_checkpoint(path, *, dtype=None, device="cpu") -> tuple[UniFusionConfig,
         if part not in state:
             raise UniFusionError(f"{path}: unexpected tensor {key!r}; a UniFusion checkpoint holds only lap.* and dit.*.")
         t = f.get_tensor(key)
+        if t.is_floating_point() and not bool(torch.isfinite(t if t.element_size() > 1 else t.float()).all()):
+            raise UniFusionError(f"{path}: tensor {key} holds NaN or infinite values, so every image would come out "
+                                 f"black or noise; the file is damaged or was exported from a diverged training run "
+                                 f"(export an earlier training state).")
         state[part][rest] = t.to(device=device, dtype=dtype) if dtype is not None and t.is_floating_point() else t.to(device)
     _validate(path, cfg, state)
     return cfg, state
@@ -83,6 +90,12 @@ def check_vlm(cfg: UniFusionConfig, identity: dict, where: str = "the checkpoint
             f"{where} expects a {exp.num_layers}-layer x {exp.hidden_size} VLM ({exp.architecture}"
             f"{', ' + exp.name if exp.name else ''}), but the given one is {identity.get('num_layers')} x "
             f"{identity.get('hidden_size')} ({identity.get('architecture')}).")
+    got = identity.get("fingerprint") or ""
+    if exp.fingerprint and got and got != exp.fingerprint and (exp.fingerprint, got) not in _WARNED_VLMS:
+        _WARNED_VLMS.add((exp.fingerprint, got))
+        log.warning("%s was trained with another VLM of the same shapes (%s, weights fingerprint %s; the given "
+                    "VLM's is %s): expect grey or unrelated images; load the VLM it was trained with.",
+                    where[0].upper() + where[1:], exp.name or exp.architecture, exp.fingerprint, got)
 
 
 def _open(path):

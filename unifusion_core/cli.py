@@ -36,17 +36,26 @@ def _load_images(paths):
 
 def cmd_generate(args) -> int:
     from .pipeline import Request, UniFusionPipeline
+    from .vlm.sampling import Sampling
 
     if args.command == "edit" and not args.image:
         raise UniFusionError("edit needs at least one --image reference, found none.")
+    if args.rewrite is not None and not args.rewrite.strip():
+        raise UniFusionError("--rewrite needs the text to condition on, found an empty string.")
     pipe = UniFusionPipeline.from_files(args.checkpoint, args.vlm, args.vae, device=args.device)
-    req = Request(prompt=args.prompt, images=_load_images(args.image), system=args.system, width=args.width,
-                  height=args.height, seed=args.seed, steps=args.steps, cfg=args.cfg, batch=args.batch)
+    verifi = args.verifi or args.rewrite is not None
+    req = Request(prompt=args.prompt, images=_load_images(args.image), system_prompt=args.system_prompt,
+                  width=args.width, height=args.height, seed=args.seed, steps=args.steps, guidance=args.cfg,
+                  batch=args.batch, verifi=verifi, rewrite=args.rewrite,
+                  verifi_sampling=Sampling(max_new_tokens=args.max_rewrite_tokens) if verifi else None)
     t0 = time.perf_counter()
-    images = pipe(req, callback=lambda i, n: print(f"\rstep {i}/{n}", end="", file=sys.stderr))
+    result = pipe(req, callback=lambda i, n: print(f"\rstep {i}/{n}", end="", file=sys.stderr))
     print(file=sys.stderr)
-    for p in _save_images(images, Path(args.out)):
-        print(f"wrote {p} ({time.perf_counter() - t0:.1f} s)")
+    if verifi:
+        print(f"rewrite ({'given' if args.rewrite is not None else 'VERIFI'}): {result.rewrite}")
+    for p in _save_images(result.images, Path(args.out)):
+        h, w = result.images.shape[1:3]
+        print(f"wrote {p} ({w}x{h}, {time.perf_counter() - t0:.1f} s)")
     return 0
 
 
@@ -62,7 +71,8 @@ def cmd_init(args) -> int:
     ident = vlm.identity
     layers = select_layers(args.layers, ident["num_layers"]) if args.layers else vlm.default_layers()
     spec = VLMSpec(architecture=ident["architecture"], num_layers=ident["num_layers"],
-                   hidden_size=ident["hidden_size"], layers=layers, name=Path(args.vlm).name)
+                   hidden_size=ident["hidden_size"], layers=layers, name=Path(args.vlm).name,
+                   fingerprint=ident.get("fingerprint", ""))
     cfg = UniFusionConfig.preset(args.preset, spec)
     torch.manual_seed(args.seed)
     pooler, dit = build_modules(cfg)
@@ -105,7 +115,11 @@ def cmd_tiny_vlm(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    try:
+        from .toy.demo import run_demo
+    except ImportError as err:  # a registry package leaves the demo out (.comfyignore)
+        raise UniFusionError(f"the demo is not part of this installation ({err}); run it from a clone of the "
+                             f"repository (make demo).") from None
 
     return run_demo(Path(args.out))
 
@@ -120,12 +134,20 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--vae", help="FLUX.1 ae.safetensors (flux16 checkpoints only)")
         g.add_argument("--prompt", required=True)
         g.add_argument("--image", action="append", help="reference image (repeat for several)")
-        g.add_argument("--system", help="system prompt for the VLM")
-        g.add_argument("--width", type=int, default=256)
-        g.add_argument("--height", type=int, default=256)
+        g.add_argument("--system-prompt", "--system", dest="system_prompt",
+                       help="system turn of the VLM conversation (VERIFI: the rewriter instruction; default: "
+                            "the checkpoint's training prompt for the task)")
+        g.add_argument("--verifi", action="store_true",
+                       help="VERIFI: the VLM rewrites the request in the same pass and the DiT conditions on the "
+                            "generated tokens (printed)")
+        g.add_argument("--rewrite", help="condition on this rewrite instead of generating one (teacher forcing; "
+                                         "implies --verifi)")
+        g.add_argument("--max-rewrite-tokens", type=int, default=256, help="VERIFI: longest rewrite (tokens)")
+        g.add_argument("--width", type=int, help="default: the checkpoint's training resolution")
+        g.add_argument("--height", type=int, help="default: the checkpoint's training resolution")
         g.add_argument("--seed", type=int, default=0)
-        g.add_argument("--steps", type=int)
-        g.add_argument("--cfg", type=float)
+        g.add_argument("--steps", type=int, help="default: the checkpoint's")
+        g.add_argument("--cfg", "--guidance", dest="cfg", type=float, help="guidance (CFG) scale; default: the checkpoint's")
         g.add_argument("--batch", type=int, default=1)
         g.add_argument("--device", default="cpu")
         g.add_argument("--out", default="unifusion.png")

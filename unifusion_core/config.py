@@ -35,6 +35,7 @@ class VLMSpec:
     hidden_size: int
     layers: tuple[int, ...]
     name: str = ""  # informational, e.g. the HF folder name used in training
+    fingerprint: str = ""  # vlm.encoder.weights_fingerprint of the VLM trained on ('' = not recorded)
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
@@ -105,11 +106,15 @@ class SamplingConfig:
     shift: float = 1.0  # sigma shift used at inference (ComfyUI ModelSamplingDiscreteFlow shift)
     multiplier: float = 1.0  # the DiT receives timestep = sigma * multiplier
     steps: int = 28
-    cfg: float = 4.0
+    cfg: float = 4.0  # the default guidance (CFG) scale
+    resolution: int = 0  # the training resolution (side of the square bucket's pixel count); 0 = not recorded
+    buckets: tuple[tuple[int, int], ...] = ()  # the (width, height) buckets it was trained on; () = not recorded
 
     def __post_init__(self):
         _check(self.latent_format in LATENT_CHANNELS,
                f"latent_format must be one of {sorted(LATENT_CHANNELS)}, found {self.latent_format!r}.")
+        object.__setattr__(self, "buckets", tuple((int(w), int(h)) for w, h in self.buckets))
+        _check(self.resolution >= 0, f"the training resolution must be >= 0 (0 = not recorded), found {self.resolution}.")
 
 
 @dataclass(frozen=True)
@@ -157,16 +162,7 @@ class UniFusionConfig:
         """A named preset sized for ``vlm``; ``overrides`` replace top-level fields (lap=, dit=, ...)."""
         if name not in PRESETS:
             raise UniFusionError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}.")
-        lap_kw, dit_kw, samp_kw = PRESETS[name]
-        width = lap_kw.pop("width", None) or vlm.hidden_size
-        heads = lap_kw.pop("heads")
-        while width % heads:  # keep heads a divisor of an odd-sized VLM width
-            heads -= 1
-        lap = LAPConfig(in_dim=vlm.hidden_size, num_layers=len(vlm.layers), width=width, heads=heads,
-                        out_dim=dit_kw["hidden_size"], **lap_kw)
-        latent = samp_kw["latent_format"]
-        dit = DiTConfig(in_channels=LATENT_CHANNELS[latent], cond_dim=dit_kw["hidden_size"], **dit_kw)
-        cfg = cls(vlm=vlm, lap=lap, dit=dit, sampling=SamplingConfig(**samp_kw))
+        cfg = PRESETS[name].build(vlm, lap=overrides.pop("lap", None))
         return replace(cfg, **overrides) if overrides else cfg
 
 
@@ -178,34 +174,81 @@ def _build(klass, raw: dict):
     return klass(**raw)
 
 
-# name -> (LAP kwargs, DiT kwargs, sampling kwargs); copied before use, so dicts may be mutated there.
-_PRESETS = {
-    "tiny": (dict(heads=2, mlp_ratio=1.3),
-             dict(patch_size=4, hidden_size=64, depth=3, num_heads=4, refiner_depth=1, axes_dims=(4, 6, 6)),
-             dict(latent_format="pixel", shift=1.0, steps=8, cfg=2.0)),
-    "toy": (dict(heads=4, mlp_ratio=1.3, width=128),  # LAP narrower than the VLM: cheap next to a toy DiT
-            dict(patch_size=4, hidden_size=128, depth=6, num_heads=4, refiner_depth=2, axes_dims=(8, 12, 12),
-                 abs_pos_grid=8),
-            dict(latent_format="pixel", shift=1.0, steps=20, cfg=3.0)),
-    "small": (dict(heads=16, mlp_ratio=1.3, width=1024),
-              dict(patch_size=2, hidden_size=1024, depth=24, num_heads=16, refiner_depth=2, axes_dims=(16, 24, 24)),
-              dict(latent_format="flux16", shift=3.0, steps=28, cfg=4.0)),
-    "base": (dict(heads=16, mlp_ratio=1.3, width=2048),
-             dict(patch_size=2, hidden_size=2048, depth=28, num_heads=16, refiner_depth=2, axes_dims=(32, 48, 48)),
-             dict(latent_format="flux16", shift=3.0, steps=28, cfg=4.0)),
-    "paper": (dict(heads=32, mlp_ratio=1.3),  # LAP at the VLM width h_E (4096 for InternVL-2.5-8B)
-              dict(patch_size=2, hidden_size=4096, depth=26, num_heads=32, refiner_depth=2, axes_dims=(32, 48, 48)),
-              dict(latent_format="flux16", shift=3.0, steps=28, cfg=4.0)),
-}
+@dataclass(frozen=True)
+class Preset:
+    """A model preset: everything but the VLM, which sizes the pooler's input when it is built.
+
+    ``lap_width`` None = the VLM's width (the paper's LAP runs at h_E); the condition width is the
+    DiT's, and the DiT's input channels follow the latent format.
+    """
+
+    name: str
+    lap_heads: int
+    dit: DiTConfig
+    sampling: SamplingConfig
+    lap_width: int | None = None
+    lap_mlp_ratio: float = 1.3  # Iris-3B's LAP ratio; the paper does not say
+
+    def build(self, vlm: VLMSpec, lap: LAPConfig | None = None) -> "UniFusionConfig":
+        """The config for ``vlm``; ``lap`` replaces the preset's pooler (e.g. another head count)."""
+        if lap is not None:
+            return UniFusionConfig(vlm=vlm, lap=lap, dit=self.dit, sampling=self.sampling)
+        width = self.lap_width or vlm.hidden_size
+        if width % self.lap_heads:
+            raise UniFusionError(
+                f"the {self.name} preset runs LAP with {self.lap_heads} heads at width {width} (the VLM's hidden size"
+                f" {vlm.hidden_size}), which they do not divide; pass a LAPConfig with a head count that divides "
+                f"{width} (lap=...).")
+        lap = LAPConfig(in_dim=vlm.hidden_size, num_layers=len(vlm.layers), width=width, heads=self.lap_heads,
+                        mlp_ratio=self.lap_mlp_ratio, out_dim=self.dit.hidden_size)
+        return UniFusionConfig(vlm=vlm, lap=lap, dit=self.dit, sampling=self.sampling)
 
 
-class _Presets(dict):
-    def __getitem__(self, key):  # hand out copies so callers can pop from them
-        lap, dit, samp = dict.__getitem__(self, key)
-        return dict(lap), dict(dit), dict(samp)
+def _dit(latent: str, **kw) -> DiTConfig:
+    return DiTConfig(in_channels=LATENT_CHANNELS[latent], cond_dim=kw["hidden_size"], **kw)
 
 
-PRESETS = _Presets(_PRESETS)
+def tiny() -> Preset:
+    """Unit tests: a few thousand parameters."""
+    return Preset("tiny", lap_heads=2,
+                  dit=_dit("pixel", patch_size=4, hidden_size=64, depth=3, num_heads=4, refiner_depth=1,
+                           axes_dims=(4, 6, 6)),
+                  sampling=SamplingConfig(latent_format="pixel", shift=1.0, steps=8, cfg=2.0))
+
+
+def toy() -> Preset:
+    """The CPU demo world: 32 px pixel space, patch 4; LAP narrower than the VLM (cheap next to a toy DiT)."""
+    return Preset("toy", lap_heads=4, lap_width=128,
+                  dit=_dit("pixel", patch_size=4, hidden_size=128, depth=6, num_heads=4, refiner_depth=2,
+                           axes_dims=(8, 12, 12), abs_pos_grid=8),
+                  sampling=SamplingConfig(latent_format="pixel", shift=1.0, steps=20, cfg=3.0))
+
+
+def small() -> Preset:
+    """~0.5B DiT on FLUX.1 VAE latents."""
+    return Preset("small", lap_heads=16, lap_width=1024,
+                  dit=_dit("flux16", patch_size=2, hidden_size=1024, depth=24, num_heads=16, refiner_depth=2,
+                           axes_dims=(16, 24, 24)),
+                  sampling=SamplingConfig(latent_format="flux16", shift=3.0, steps=28, cfg=4.0))
+
+
+def base() -> Preset:
+    """~2B DiT on FLUX.1 VAE latents."""
+    return Preset("base", lap_heads=16, lap_width=2048,
+                  dit=_dit("flux16", patch_size=2, hidden_size=2048, depth=28, num_heads=16, refiner_depth=2,
+                           axes_dims=(32, 48, 48)),
+                  sampling=SamplingConfig(latent_format="flux16", shift=3.0, steps=28, cfg=4.0))
+
+
+def paper() -> Preset:
+    """~8B DiT paired with an 8B VLM; LAP at the VLM width h_E (4096 for InternVL-2.5-8B)."""
+    return Preset("paper", lap_heads=32,
+                  dit=_dit("flux16", patch_size=2, hidden_size=4096, depth=26, num_heads=32, refiner_depth=2,
+                           axes_dims=(32, 48, 48)),
+                  sampling=SamplingConfig(latent_format="flux16", shift=3.0, steps=28, cfg=4.0))
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (tiny(), toy(), small(), base(), paper())}
 
 PAPER_VLM = VLMSpec(architecture="InternVLForConditionalGeneration", num_layers=32, hidden_size=4096,
                     layers=tuple(range(4, 32, 3)), name="InternVL2_5-8B")

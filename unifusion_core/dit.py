@@ -19,7 +19,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .config import DiTConfig
 from .errors import UniFusionError
-from .layers import Block, init_generic, key_padding_bias, rope_angles, sdpa_attention, timestep_embedding
+from .blocks import Block, init_generic, key_padding_bias, rope_angles, sdpa_attention, timestep_embedding
 
 
 class Refiner(nn.Module):
@@ -41,6 +41,34 @@ class Refiner(nn.Module):
         return self.norm(x)
 
 
+class RefinerCache:
+    """Refined condition tokens across the steps of one sampling run (the refiner does not depend on
+    the timestep). An entry is reused only for a context and mask exactly equal to the stored ones
+    (compared element by element), the same compute dtype and the same refiner weights (parameter
+    storage and version: a LoRA patched in, or new weights loaded, misses). The host clears it at the
+    start and end of every sampling run (weights patched on the fly are fixed within one run)."""
+
+    def __init__(self, max_entries: int = 4):
+        self.max_entries, self.entries, self.hits, self.enabled = max_entries, [], 0, True
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+    def get(self, refiner: nn.Module, context, mask, dtype, compute):
+        if not self.enabled:
+            return compute()
+        weights = tuple((q.data_ptr(), q._version) for q in refiner.parameters())
+        for ctx, m, dt, w, out in self.entries:
+            if (dt == dtype and w == weights and ctx.shape == context.shape and ctx.device == context.device
+                    and ctx.dtype == context.dtype and torch.equal(ctx, context) and torch.equal(m, mask)):
+                self.hits += 1
+                return out
+        out = compute()
+        self.entries = [*self.entries, (context.detach().clone(), mask.clone(), dtype, weights, out.detach())]
+        self.entries = self.entries[-self.max_entries:]
+        return out
+
+
 class UniFusionDiT(nn.Module):
     def __init__(self, config: DiTConfig | dict | None = None, *, dtype=None, device=None, operations=nn,
                  attn_fn=None, **_ignored):
@@ -50,6 +78,10 @@ class UniFusionDiT(nn.Module):
         self.cfg, self.dtype = cfg, dtype  # ComfyUI's BaseModel.get_dtype() reads .dtype
         self.attn_fn = attn_fn or sdpa_attention
         self.gradient_checkpointing = False
+        # set by a host (ComfyUI): ``should_stop()`` raises to abandon a step between blocks (an interrupt);
+        # ``refine_cache`` reuses the refined condition across the steps of a sampling run
+        self.should_stop = None
+        self.refine_cache: RefinerCache | None = None
         D, p, C = cfg.hidden_size, cfg.patch_size, cfg.in_channels
         self.x_embed = operations.Linear(C * p * p, D, **kw)
         G = cfg.abs_pos_grid
@@ -156,7 +188,13 @@ class UniFusionDiT(nn.Module):
             img = img + self._abs_pos(gh, gw, img.dtype)
         c = self.t_embed(timestep_embedding(timesteps.expand(B), self.cfg.time_freq_dim).to(img.dtype))  # (B, D)
         # 2. refine the condition tokens (bidirectional, 1-D RoPE, padding masked), unless done already
-        cond = (self.refine(ctx, cond_mask, img.dtype) if refined_context is None else ctx.to(img.dtype))  # (B, Tc, D)
+        if refined_context is not None:
+            cond = ctx.to(img.dtype)  # (B, Tc, D)
+        elif self.refine_cache is not None and not torch.is_grad_enabled():
+            cond = self.refine_cache.get(self.refiner, ctx, cond_mask, img.dtype,
+                                         lambda: self.refine(ctx, cond_mask, img.dtype))
+        else:
+            cond = self.refine(ctx, cond_mask, img.dtype)
         # 3. joint single-stream blocks over [condition ; latent]
         pos = torch.cat([self._cond_positions(B, Tc, x.device), self._latent_positions(cond_mask, gh, gw)], dim=1)
         rope = rope_angles(pos, self.cfg.axes_dims, self.cfg.rope_theta)  # (B, 1, S, Dh/2, 2)
@@ -164,6 +202,8 @@ class UniFusionDiT(nn.Module):
         full_mask = torch.cat([cond_mask, torch.ones(B, gh * gw, dtype=torch.bool, device=x.device)], dim=1)
         bias = key_padding_bias(full_mask, seq.dtype)  # (B, 1, 1, S) or None
         for block in self.blocks:
+            if self.should_stop is not None:
+                self.should_stop()
             if self.gradient_checkpointing and self.training:
                 seq = checkpoint(block, seq, c, rope, bias, self.attn_fn, use_reentrant=False)
             else:

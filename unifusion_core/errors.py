@@ -7,3 +7,8 @@ class UniFusionError(ValueError):
     Nodes show ``str(err)`` as-is, so the message must name what was expected, what was found and,
     where a file is involved, its path.
     """
+
+
+# ComfyUI shows an error's type as module + name; under a custom-node package the module would read
+# "<pack folder>.unifusion_core.errors". One short, stable name instead:
+UniFusionError.__module__ = "unifusion"

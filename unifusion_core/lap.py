@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import LAPConfig
-from .layers import Block, init_generic, sdpa_attention
+from .blocks import Block, init_generic, sdpa_attention
 
 
 class LayerwiseAttentionPooling(nn.Module):

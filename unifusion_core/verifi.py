@@ -8,7 +8,7 @@ generated tokens plus the image tokens of that same pass; system and instruction
   ``Features.generated_ids`` instead of its text replays it exactly.
 - ``system_prompt``: the rewriter instruction: free text, else the checkpoint's training prompt for
   the task (``UniFusionConfig.system_prompts``), else this module's preset.
-- Conditioning: ``Features.keep(VERIFI_ROLES)`` (image + generated tokens).
+- Conditioning: ``condition.pool(..., VERIFI_ROLES)`` (image + generated tokens).
 
 Reuse of the image prefix across calls: pass a ``PrefixCache`` (or set ``vlm.prefix_cache``).
 """

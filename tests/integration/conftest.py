@@ -32,7 +32,7 @@ def fx(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def host(fx):
-    from unifusion_core.comfy_host import ComfyHost
+    from unifusion_core.toy.comfy_host import ComfyHost
 
     h = ComfyHost(Path(COMFY), PYTHON, fx["base"], fx["yaml"]).wait_ready()
     yield h

@@ -70,6 +70,25 @@ with torch.inference_mode():
             out[name] = None
         except ValueError as err:
             out[name] = str(err)
+    # combo values an API client may send that are not among the options: one sentence each, never a KeyError
+    # and never a silent replacement
+    bad_combos = {
+        "weight_dtype": lambda: loaders.UniFusionCheckpointLoader.execute("uf_tiny_pixel.safetensors", "fp64"),
+        "tokens": lambda: encode.UniFusionLAPConditioning.execute(pooler, with_refs, tokens="bogus"),
+        "dtype": lambda: loaders.UniFusionVLMLoader.execute("tiny-qwen2_5_vl", dtype="int8"),
+        "device": lambda: loaders.UniFusionVLMLoader.execute("tiny-qwen2_5_vl", device="cuda:7"),
+        "attention": lambda: loaders.UniFusionVLMLoader.execute("tiny-qwen2_5_vl", attention="xformers"),
+        "decoding": lambda: verifi_nodes.UniFusionVERIFIRewrite.execute(vlm, "x", decoding="beam", pooler=pooler),
+        "system_preset": lambda: verifi_nodes.UniFusionVERIFIRewrite.execute(vlm, "x", system_preset="poem",
+                                                                             pooler=pooler),
+    }
+    out["bad_combos"] = {}
+    for name, call in bad_combos.items():
+        try:
+            call()
+            out["bad_combos"][name] = None
+        except Exception as err:  # noqa: BLE001  (the type is part of what is checked)
+            out["bad_combos"][name] = f"{type(err).__name__}: {err}"
     plot = first(inspector.UniFusionLayerInspector.execute(pooler, with_refs))
     out["plot_shape"] = list(plot.shape)
 

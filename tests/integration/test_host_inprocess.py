@@ -51,3 +51,13 @@ def test_verifi_nodes_in_process(inprocess):
     assert out["verifi_progress"] == [[i, 12] for i in range(1, 13)], out["verifi_progress"]
     assert "custom system text is empty" in out["custom_empty"]
     assert "rewrite text is empty" in out["from_text_empty"]
+
+
+def test_bad_combo_values_get_one_sentence(inprocess):
+    """Values outside a combo's options (HTTP clients can send any string) are refused by the node."""
+    found = {"weight_dtype": "'fp64'", "tokens": "'bogus'", "dtype": "'int8'", "device": "'cuda:7'",
+             "attention": "'xformers'", "decoding": "'beam'", "system_preset": "'poem'"}
+    for name, value in found.items():
+        msg = inprocess["bad_combos"][name]
+        assert msg is not None, f"{name} {value} was accepted"
+        assert msg.startswith("ValueError: ") and "should be one of" in msg and f"found {value}" in msg, msg

@@ -5,7 +5,7 @@ import torch
 
 import fixtures
 from graphs import edited, n, pixel_graph
-from unifusion_core.comfy_host import error_of
+from unifusion_core.toy.comfy_host import error_of
 
 NODE_IDS = ["UniFusionVLMLoader", "UniFusionCheckpointLoader", "UniFusionVLMFeatures", "UniFusionImageList",
             "UniFusionLAPConditioning", "UniFusionEncode", "UniFusionVERIFIRewrite", "UniFusionVERIFIFromText",
@@ -105,3 +105,11 @@ def test_interrupt_stops_sampling_and_frees_nothing_stuck(host):
     assert any(ev == "execution_interrupted" for ev, _ in entry["status"]["messages"])
     (lat,) = host.latents(host.run_ok(pixel_graph(seed=100)))
     assert torch.isfinite(lat).all()
+
+
+def test_error_stock_empty_latent_into_the_pixel_model(host):
+    """Empty Latent Image (4 channels, 1/8 size) into a pixel-space checkpoint: ComfyUI refits the
+    channels silently, so the node must say which latent node to use instead of drawing 4x4 px."""
+    g = pixel_graph()
+    g["5"] = n("EmptyLatentImage", width=32, height=32, batch_size=1)
+    _one_sentence_error(host, g, "KSampler", "4x4 latent", "EmptyChromaRadianceLatentImage")

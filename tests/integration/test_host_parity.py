@@ -29,7 +29,7 @@ def test_ksampler_euler_matches_core(host, fx, fmt, cfg):
     (got,) = host.latents(host.run_ok(graph))
 
     pipe = UniFusionPipeline.from_files(fx["ckpt"][fmt], fx["vlm_dir"], fx["vae"])
-    s = pipe.cfg.sampling
+    s = pipe.config.sampling
     cond, mask = pipe.encode([prompt])
     noise = torch.randn(got.shape, generator=torch.Generator().manual_seed(seed))
     sigmas = flow.comfy_simple_sigmas(steps, s.shift, s.multiplier)

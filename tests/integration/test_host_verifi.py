@@ -7,7 +7,7 @@ import uuid
 import numpy as np
 
 from graphs import edited, load_api
-from unifusion_core.comfy_host import error_of
+from unifusion_core.toy.comfy_host import error_of
 
 REWRITE, PREVIEW = "3", "11"  # node ids in workflows/verifi_t2i.json
 

@@ -70,18 +70,18 @@ def _greedy():
 
 @torch.no_grad()
 def generate(pipe, prompts, refs, verifi: bool, seed: int, cfg: float = CFG, steps: int = STEPS):
-    """Images (B, H, W, 3) for prompts with their reference image lists, chunk by chunk; the noise of
-    example i depends on (seed, i) only, so two runs on the same examples are paired."""
+    """Images (B, H, W, 3) for prompts with their reference image lists, through the pipeline's
+    requests (``Request``, greedy VERIFI rewrites), a chunk at a time; example i's noise comes from
+    seed ``seed + i`` alone, so two runs on the same examples are paired."""
+    from ..pipeline import Request
+
     images = []
     for s in range(0, len(prompts), CHUNK):
-        p, r = prompts[s:s + CHUNK], refs[s:s + CHUNK]
-        if verifi:
-            cond, mask, _ = pipe.encode_verifi(p, r, sampling=_greedy())
-        else:
-            cond, mask = pipe.encode(p, r)
-        images.append(pipe.sample(cond, mask, width=SIZE, height=SIZE, seed=seed + s, steps=steps, cfg=cfg,
-                                  batch=len(p)))
-    return torch.cat(images)
+        reqs = [Request(p, images=list(r), width=SIZE, height=SIZE, seed=seed + s + k, steps=steps, guidance=cfg,
+                        verifi=verifi, verifi_sampling=_greedy() if verifi else None)
+                for k, (p, r) in enumerate(zip(prompts[s:s + CHUNK], refs[s:s + CHUNK]))]
+        images += [g.images[0] for g in pipe.generate(reqs)]
+    return torch.stack(images)
 
 
 def floor_scene(scene: Scene, rng: random.Random) -> Scene:

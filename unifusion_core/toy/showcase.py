@@ -120,19 +120,18 @@ def verdict_lines(pred: Scene | None, target: Scene) -> list[str]:
 
 
 def run_standalone(pipe, progress=print) -> list[Result]:
-    """Every job through ``UniFusionPipeline`` (greedy VERIFI rewrites, Euler ``STEPS`` at ``CFG``)."""
+    """Every job through the pipeline's ``Request`` (greedy VERIFI rewrites, Euler ``STEPS`` at ``CFG``)."""
+    from ..pipeline import Request
     from ..vlm.sampling import Sampling
 
     done: dict[str, Result] = {}
     for job in JOBS:
         refs = [done[r].image for r in job.refs]
-        if job.verifi:
-            cond, mask, texts = pipe.encode_verifi([job.prompt], [refs],
-                                                   sampling=Sampling(max_new_tokens=REWRITE_TOKENS))
-        else:
-            (cond, mask), texts = pipe.encode([job.prompt], [refs]), [""]
-        image = pipe.sample(cond, mask, width=SIZE, height=SIZE, seed=job.seed, steps=STEPS, cfg=CFG)[0]
-        done[job.name] = Result(job, image, texts[0].strip(), score_job(job, image))
+        gen = pipe(Request(job.prompt, images=refs, width=SIZE, height=SIZE, seed=job.seed, steps=STEPS,
+                           guidance=CFG, verifi=job.verifi,
+                           verifi_sampling=Sampling(max_new_tokens=REWRITE_TOKENS) if job.verifi else None))
+        image = gen.images[0]
+        done[job.name] = Result(job, image, gen.rewrite or "", score_job(job, image))
         progress(f"{job.name}: {_score_text(done[job.name].scores)}")
     return list(done.values())
 

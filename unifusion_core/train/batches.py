@@ -16,7 +16,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .. import flow, latent
-from ..vlm import PLAIN_ROLES, VERIFI_ROLES, Prompt
+from ..condition import PLAIN_ROLES, VERIFI_ROLES, kept_states
+from ..vlm import Prompt
 from .data import Dataset, fit_to
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class BatchMaker:
             group = [t for t in todo if t[3] == roles]
             with torch.no_grad():
                 feats = self.vlm.encode([t[2] for t in group], layers=self.ucfg.vlm.layers)
-            hidden, mask = feats.keep(roles)  # (b, Lv, T, Dv), (b, T)
+            hidden, mask = kept_states(self.ucfg, feats, roles, where="the trained checkpoint")  # (b, Lv, T, Dv), (b, T)
             for row, (n, key, *_rest) in enumerate(group):
                 kept = hidden[row, :, : int(mask[row].sum())].to("cpu", torch.float16)  # (Lv, T, Dv)
                 self.feature_cache.put(key, kept)

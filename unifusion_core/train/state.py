@@ -69,7 +69,8 @@ def sample_grid(model, maker, out: Path, steps: int, records=None) -> list[float
     (the VERIFI rewrite when the record has one); -> pixel MSE per record, in 0..1 units."""
     from PIL import Image
 
-    from ..pipeline import UniFusionPipeline, pool
+    from ..condition import pool
+    from ..pipeline import UniFusionPipeline
     from .data import fit_to
 
     ucfg, ds = maker.ucfg, maker.ds
@@ -84,7 +85,7 @@ def sample_grid(model, maker, out: Path, steps: int, records=None) -> list[float
         prompt, roles = maker.prompt_for(rec, mode, target, refs)
         cond, mask = pool(model["lap"], ucfg, maker.vlm.encode([prompt], layers=ucfg.vlm.layers), roles)
         w, h = ds.buckets[ds.assignment[i]]
-        img = pipe.sample(cond, mask, width=w, height=h, seed=i, steps=steps, cfg=1.0)[0]  # (H, W, 3)
+        img = pipe.sample(cond, mask, width=w, height=h, seed=i, steps=steps, guidance=1.0)[0]  # (H, W, 3)
         want = (fit_to(target, (w, h)).permute(1, 2, 0) + 1) / 2
         mses.append(float(((img - want) ** 2).mean()))
         tiles.append(torch.cat([want, img], dim=1))

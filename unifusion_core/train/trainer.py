@@ -19,7 +19,8 @@ from torch import nn
 
 from .. import flow
 from ..checkpoint import build_modules, check_vlm, load_checkpoint
-from ..layers import ATTENTION
+from ..blocks import ATTENTION
+from ..condition import null_condition
 from ..config import LATENT_CHANNELS, UniFusionConfig, VLMSpec
 from ..errors import UniFusionError
 from .batches import BatchMaker, training_shift
@@ -41,7 +42,7 @@ class Trainable(nn.Module):
 
     def forward(self, hidden, mask, x_t, timesteps, drop):
         cond = self.lap(hidden, mask)  # (B, T, D)
-        cond = cond * (~drop).to(cond.dtype)[:, None, None]  # CFG dropout = ConditioningZeroOut's null
+        cond = null_condition(cond, drop)  # CFG dropout: those rows get ConditioningZeroOut's null
         return self.dit(x_t, timesteps, cond, mask)
 
 
@@ -56,7 +57,8 @@ def model_config(t: TrainConfig, vlm) -> UniFusionConfig:
         return _with_abs_pos(replace(cfg, system_prompts={**cfg.system_prompts, **prompts}), t)
     ident = vlm.identity
     layers = select_layers(t.layers, ident["num_layers"]) if t.layers else vlm.default_layers()
-    spec = VLMSpec(ident["architecture"], ident["num_layers"], ident["hidden_size"], layers, name=Path(t.vlm).name)
+    spec = VLMSpec(ident["architecture"], ident["num_layers"], ident["hidden_size"], layers, name=Path(t.vlm).name,
+                   fingerprint=ident.get("fingerprint", ""))
     cfg = UniFusionConfig.preset(t.preset, spec)
     latent_format = t.latent_format or cfg.sampling.latent_format
     dit = replace(cfg.dit, in_channels=LATENT_CHANNELS[latent_format])
@@ -100,7 +102,9 @@ def _setup(t: TrainConfig, acc):
     grid = ds.buckets[0]
     # the checkpoint stores the shift of the first bucket's resolution, for samplers (ComfyUI's too)
     shift = training_shift(t, (grid[0] // unit) * (grid[1] // unit))
-    ucfg = replace(ucfg, sampling=replace(ucfg.sampling, shift=round(shift, 4)))
+    # ... and the training size, so the pipeline and the nodes default to it
+    ucfg = replace(ucfg, sampling=replace(ucfg.sampling, shift=round(shift, 4), resolution=t.resolution,
+                                          buckets=tuple(tuple(b) for b in ds.buckets)))
     return vlm, vae, ucfg, ds
 
 

@@ -34,6 +34,29 @@ log = logging.getLogger(__name__)
 PromptLike = Union[Prompt, str]
 
 
+def weights_fingerprint(model, text_cfg) -> str:
+    """A short digest that tells two VLMs of the same shapes apart: the text config's sizes and
+    statistics (3 significant digits, so a bf16 / fp16 / fp32 load of the same weights agrees) of the
+    first and last 256 rows of the input embeddings. '' when the model has no input embeddings."""
+    import hashlib
+    import json
+
+    try:
+        emb = model.get_input_embeddings().weight
+    except (AttributeError, NotImplementedError):
+        return ""
+    if emb.is_meta:
+        return ""
+    stats = []
+    with torch.no_grad():
+        for rows in (emb[:256], emb[-256:]):
+            rows = rows.detach().float()
+            stats += [f"{float(rows.abs().mean()):.3g}", f"{float(rows.square().mean()):.3g}"]
+    sizes = [getattr(text_cfg, k, None) for k in ("vocab_size", "num_hidden_layers", "hidden_size",
+                                                  "intermediate_size", "num_attention_heads")]
+    return hashlib.sha1(json.dumps([sizes, stats]).encode()).hexdigest()[:12]
+
+
 class VLMEncoder:
     """A frozen VLM with its tokenizer and processor (None for the text-only ``llm`` family)."""
 
@@ -46,6 +69,8 @@ class VLMEncoder:
                              hidden_size=int(text.hidden_size), family=family)
         self.blocks = decoder_layers(model, self.identity["num_layers"])
         self.image_token_id = None if family in TEXT_ONLY else image_token_id(config)
+        self.max_positions = int(getattr(text, "max_position_embeddings", 0) or 0)  # 0: not stated
+        self.identity["fingerprint"] = weights_fingerprint(model, text)
         self._specials = self._special_strings()
         self.uid = uuid.uuid4().hex  # names this instance in PrefixCache keys
         self.prefix_cache: PrefixCache | None = None  # used when a call passes no prefix_cache
@@ -205,6 +230,13 @@ class VLMEncoder:
         plain = self.tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True)
         roles = align_roles(inputs["input_ids"][0].tolist(), list(plain["input_ids"]),
                             span_roles(plain["offset_mapping"], spans), self.image_token_id)
+        length = int(inputs["input_ids"].shape[1])
+        if self.max_positions and length > self.max_positions:
+            n_img = int((roles == int(Role.IMAGE)).sum())
+            raise UniFusionError(
+                f"The VLM conversation is {length} tokens ({n_img} of them for {len(images)} reference image(s)), "
+                f"but {self.identity['architecture']} reads at most {self.max_positions} positions; shorten the "
+                f"instruction or use fewer or smaller reference images (max_pixels).")
         return {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}, roles, images
 
     def render(self, prompt: Prompt, num_images: int) -> tuple[str, list]:

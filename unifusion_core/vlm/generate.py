@@ -19,6 +19,7 @@ Legend: Lv VLM layers tapped, T tokens, Dv VLM width.
 """
 from __future__ import annotations
 
+import logging
 from typing import Callable, Sequence, Union
 
 import torch
@@ -31,8 +32,24 @@ from .prompts import Prompt, image_details
 from .sampling import Sampling, TokenPicker
 from .taps import LayerTap
 
+log = logging.getLogger(__name__)
+
 Rewrite = Union[str, Sequence[int]]
 Result = tuple  # (hidden (Lv, T, Dv), roles (T,), input_ids (T,), text, generated ids)
+
+
+def _token_budget(encoder, length: int, wanted: int) -> int:
+    """How many tokens may be generated after a ``length``-token prompt: ``wanted``, or fewer (with
+    one warning naming both lengths) where the VLM's positions run out first."""
+    room = encoder.max_positions - length if encoder.max_positions else wanted
+    if room < 1:
+        raise UniFusionError(f"The VLM prompt is {length} tokens, which fills all {encoder.max_positions} positions "
+                             f"of {encoder.identity['architecture']}, so no rewrite fits; shorten the instruction.")
+    if room < wanted:
+        log.warning("The VLM prompt is %d tokens and %s reads at most %d positions, so the rewrite is cut at %d "
+                    "tokens instead of %d.", length, encoder.identity["architecture"], encoder.max_positions,
+                    room, wanted)
+    return min(wanted, room)
 
 
 def generate_one(encoder, prompt: Prompt, tap: LayerTap, sampling: Sampling, seed: int, *,
@@ -45,12 +62,13 @@ def generate_one(encoder, prompt: Prompt, tap: LayerTap, sampling: Sampling, see
     _check_stop(should_stop, 0)
     ctx, roles, logits = run_prompt(encoder, prompt, tap, prefix_cache, logits=True)
     picker = TokenPicker(sampling, encoder.stop_ids, encoder.banned_ids, seed)
+    limit = _token_budget(encoder, int(ctx.inputs["input_ids"].shape[1]), sampling.max_new_tokens)
     ids: list[int] = []
-    for step in range(sampling.max_new_tokens):
+    for step in range(limit):
         _check_stop(should_stop, step)
         token = picker.pick(logits, step)
         ids.append(token)
-        last = token in encoder.stop_ids or step + 1 == sampling.max_new_tokens
+        last = token in encoder.stop_ids or step + 1 == limit
         logits = ctx.feed_token(token, logits=not last, stop_early=last)
         tick()
         if last:
@@ -70,6 +88,11 @@ def teacher_force_one(encoder, prompt: Prompt, rewrite: Rewrite, tap: LayerTap, 
     else:
         ids = [int(i) for i in rewrite]
     _check_rewrite_ids(encoder, ids)
+    total = int(inputs["input_ids"].shape[1]) + len(ids)
+    if encoder.max_positions and total > encoder.max_positions:
+        raise UniFusionError(f"The VLM prompt ({int(inputs['input_ids'].shape[1])} tokens) and the rewrite ({len(ids)} "
+                             f"tokens) are {total} tokens, but {encoder.identity['architecture']} reads at most "
+                             f"{encoder.max_positions} positions; shorten the rewrite or the instruction.")
     inputs = extend_inputs(inputs, ids)
     ctx, _, _ = run_prompt(encoder, prompt, tap, prefix_cache, logits=False,
                            prepared=(inputs, roles, images))

@@ -34,6 +34,7 @@ def load_vlm(path, *, dtype=None, device="cpu", attn_implementation=None,
     raw = _read_config(path)
     family = detect_family(raw, path, trust_remote_code)
     _check_weights(path)
+    _check_tokenizer(path)
     import transformers
 
     config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -45,7 +46,14 @@ def load_vlm(path, *, dtype=None, device="cpu", attn_implementation=None,
         kwargs["attn_implementation"] = attn_implementation
     if torch.device(device).type != "cpu":
         kwargs["device_map"] = {"": str(device)}  # load straight onto the device
-    model = auto.from_pretrained(path, **kwargs).to(device).eval().requires_grad_(False)
+    try:
+        model = auto.from_pretrained(path, **kwargs).to(device).eval().requires_grad_(False)
+    except (ImportError, ValueError) as err:
+        if attn_implementation is None or "attention" not in str(err).lower():
+            raise
+        first = str(err).strip().split("\n")[0].split(". Please")[0].split(" https://")[0].rstrip(" .:")
+        raise UniFusionError(f"The attention implementation {attn_implementation!r} cannot be used for {path} here "
+                             f"({first}); choose 'sdpa' or 'auto'.") from None
     tokenizer = transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if not getattr(tokenizer, "is_fast", False):
         raise UniFusionError(f"Expected a fast tokenizer (tokenizer.json) in {path}, found only a "
@@ -93,14 +101,36 @@ def _read_config(path: Path) -> dict:
 
 
 def _check_weights(path: Path) -> None:
-    """Only safetensors are loaded: pickled checkpoints can run code when unpickled."""
-    if any(path.glob("*.safetensors")):
+    """Only safetensors are loaded (pickled checkpoints can run code when unpickled), and each must
+    be readable: a truncated download gets its file named instead of a bare SafetensorError."""
+    files = sorted(path.glob("*.safetensors"))
+    if files:
+        from safetensors import SafetensorError, safe_open
+
+        for file in files:
+            try:
+                with safe_open(str(file), framework="pt") as f:
+                    keys = list(f.keys())
+                    if keys:
+                        f.get_slice(keys[-1])  # the header's offsets are checked against the file size
+            except (SafetensorError, OSError, ValueError) as err:
+                raise UniFusionError(f"{file} is not a readable safetensors file ({str(err).strip().splitlines()[0]});"
+                                     f" the download is incomplete or damaged: download it again.") from None
         return
     pickles = sorted(p.name for p in path.iterdir() if p.suffix in _PICKLE_SUFFIXES)
     if pickles:
         raise UniFusionError(f"Expected .safetensors weights in {path}, found only pickle weights "
                              f"({', '.join(pickles[:3])}); convert them to safetensors first.")
     raise UniFusionError(f"Expected .safetensors weights in {path}, found none.")
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+
+
+def _check_tokenizer(path: Path) -> None:
+    if not any((path / name).is_file() for name in _TOKENIZER_FILES):
+        raise UniFusionError(f"Expected tokenizer files ({', '.join(_TOKENIZER_FILES[:2])}, ...) in {path}, found none; "
+                             f"copy them (and the processor files) from the model's repository into the folder.")
 
 
 # --------------------------------------------------------------------------------------------------

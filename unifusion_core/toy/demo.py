@@ -15,20 +15,20 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the node pack
 TOY_WORKFLOWS = ("toy_t2i_verifi", "toy_t2i_raw", "toy_edit_chain", "toy_compose_two_refs")
 
 
 def _save_png(image, path: Path) -> None:
     from PIL import Image
 
-    from .toy.showcase import to_uint8
+    from .showcase import to_uint8
 
     Image.fromarray(to_uint8(image)).save(path)
 
 
 def _write(results, out: Path, stem: str, header: str) -> None:
-    from .toy.showcase import contact_sheet
+    from .showcase import contact_sheet
 
     for r in results:
         _save_png(r.image, out / f"{stem}{r.job.name}.png")
@@ -38,10 +38,39 @@ def _write(results, out: Path, stem: str, header: str) -> None:
     print(f"wrote {len(results)} PNGs, {out / f'{stem}contact_sheet.png'} and {out / f'{stem}scores.json'}")
 
 
+def upstream(graph: dict, node_id: str):
+    """The nodes an API-format graph's node depends on, nearest first (breadth-first over its links;
+    a link is an input value ``[source node id, output index]``)."""
+    seen, queue = {str(node_id)}, [str(node_id)]
+    while queue:
+        nid = queue.pop(0)
+        for value in graph.get(nid, {}).get("inputs", {}).values():
+            if isinstance(value, list) and len(value) == 2 and str(value[0]) in graph and str(value[0]) not in seen:
+                seen.add(str(value[0]))
+                queue.append(str(value[0]))
+                yield str(value[0])
+
+
+def rewrite_of(graph: dict, entry: dict, node_id: str) -> str:
+    """The VERIFI rewrite an output node's image was conditioned on: on the positive conditioning of
+    the nearest upstream sampler, the text shown by the nearest node that displays one (the VERIFI
+    node's UI output); "" when there is none (a plain-conditioned image)."""
+    sampler = next((n for n in (str(node_id), *upstream(graph, node_id))
+                    if isinstance(graph.get(n, {}).get("inputs", {}).get("positive"), list)), None)
+    if sampler is None:
+        return ""
+    source = str(graph[sampler]["inputs"]["positive"][0])
+    for nid in (source, *upstream(graph, source)):
+        text = entry["outputs"].get(nid, {}).get("text")
+        if text:
+            return text[0] if isinstance(text, list) else text
+    return ""
+
+
 def run_comfy(comfy: Path, python: str, work: Path) -> list:
     """The showcase through the shipped toy workflows in a real ComfyUI (``main.py --cpu``)."""
     from .comfy_host import ComfyHost
-    from .toy.showcase import JOBS, OUTPUT_PREFIX, Result, score_job
+    from .showcase import JOBS, OUTPUT_PREFIX, Result, score_job
 
     base = work / "comfyui_base"
     for sub in ("custom_nodes", "input", "output", "temp"):
@@ -63,9 +92,9 @@ def run_comfy(comfy: Path, python: str, work: Path) -> list:
                 if node["class_type"] == "SaveImage" and prefix.startswith(f"{OUTPUT_PREFIX}/"):
                     job = prefix.split("/", 1)[1]
                     images.setdefault(job, host.images(entry, nid)[0].astype(np.float32) / 255)
-                    text = entry["outputs"].get(str(10 * (int(nid) // 10)), {}).get("text")
+                    text = rewrite_of(graph, entry, nid)
                     if text:
-                        rewrites.setdefault(job, text[0] if isinstance(text, list) else text)
+                        rewrites.setdefault(job, text)
             print(f"ComfyUI ran workflows/api/{name}.json")
     finally:
         host.stop()
@@ -79,9 +108,9 @@ def run_comfy(comfy: Path, python: str, work: Path) -> list:
 def run_demo(out: Path) -> int:
     import torch
 
-    from .pipeline import UniFusionPipeline
-    from .toy.shipped import require_shipped
-    from .toy.showcase import CFG, STEPS, run_standalone
+    from ..pipeline import UniFusionPipeline
+    from .shipped import require_shipped
+    from .showcase import CFG, STEPS, run_standalone
 
     t0 = time.perf_counter()
     torch.manual_seed(0)

@@ -1,7 +1,7 @@
 """A real ComfyUI server in a subprocess (``main.py --cpu`` on 127.0.0.1, a free port) and a tiny
 HTTP client for /prompt, /history, /object_info and the output images.
 
-Used by the integration tests and by `make demo` when COMFYUI_PATH is set; it never imports ComfyUI
+Used by the integration tests and by `make demo` (toy/demo.py) when COMFYUI_PATH is set; it never imports ComfyUI
 (the server runs in ComfyUI's own interpreter, COMFYUI_PYTHON)."""
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ class ComfyHost:
         """POST an API graph and wait for it: -> the /history entry (status, outputs, messages)."""
         code, body = self.post("/prompt", {"prompt": prompt, "client_id": str(uuid.uuid4())})
         if code != 200:
-            raise AssertionError(f"/prompt rejected the graph ({code}): {json.dumps(body)[:2000]}")
+            raise RuntimeError(f"/prompt rejected the graph ({code}): {json.dumps(body)[:2000]}")
         pid = body["prompt_id"]
         end = time.time() + timeout
         while time.time() < end:
@@ -96,7 +96,7 @@ class ComfyHost:
     def run_ok(self, prompt: dict, timeout=300) -> dict:
         entry = self.run(prompt, timeout)
         if entry["status"]["status_str"] != "success":
-            raise AssertionError(f"prompt failed: {error_of(entry)}")
+            raise RuntimeError(f"prompt failed: {error_of(entry)}")
         return entry
 
     def images(self, entry: dict, node: str | None = None) -> list[np.ndarray]:
