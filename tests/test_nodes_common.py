@@ -160,3 +160,20 @@ def test_vlm_folder_is_only_ever_a_listed_name_inside_the_model_folders(common, 
     (base / "up").symlink_to(tmp_path / "input", target_is_directory=True)
     with pytest.raises(ValueError, match="never a model folder"):
         common.resolve_model_dir("up/evil", bases, forbidden=[str(tmp_path / "input")])
+
+
+@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+def test_workflow_layout_fits_with_display_names(name):
+    """Shipped UI workflows open readable: no two nodes overlap (the VERIFI node's box includes the
+    rewrite it shows after a run), nodes are sized to their widgets, and the pack's nodes carry a
+    display name or their own title, never a raw class name."""
+    ui = json.loads((WORKFLOWS / f"{name}.json").read_text())
+    boxes = [(n["id"], *n["pos"], *n["size"]) for n in ui["nodes"]]
+    for i, (a, ax, ay, aw, ah) in enumerate(boxes):
+        for b, bx, by, bw, bh in boxes[i + 1:]:
+            assert ax + aw <= bx or bx + bw <= ax or ay + ah <= by or by + bh <= ay, f"nodes {a} and {b} overlap"
+    for node in ui["nodes"]:
+        if node["type"].startswith("UniFusion"):
+            assert node["title"] != node["type"], f"node {node['id']} is titled with its class name {node['type']}"
+        multiline = sum(1 for v in node.get("widgets_values", []) if isinstance(v, str) and len(v) > 60)
+        assert node["size"][1] >= 30 + 22 * len(node.get("outputs", [])) + 60 * multiline, node["id"]

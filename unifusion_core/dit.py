@@ -41,6 +41,15 @@ class Refiner(nn.Module):
         return self.norm(x)
 
 
+def _version(t: torch.Tensor) -> int:
+    """In-place modification counter; inference tensors (weights loaded under ComfyUI's inference mode)
+    keep none, which is why the host also clears the cache around every sampling run."""
+    try:
+        return t._version
+    except RuntimeError:
+        return -1
+
+
 class RefinerCache:
     """Refined condition tokens across the steps of one sampling run (the refiner does not depend on
     the timestep). An entry is reused only for a context and mask exactly equal to the stored ones
@@ -57,7 +66,7 @@ class RefinerCache:
     def get(self, refiner: nn.Module, context, mask, dtype, compute):
         if not self.enabled:
             return compute()
-        weights = tuple((q.data_ptr(), q._version) for q in refiner.parameters())
+        weights = tuple((q.data_ptr(), _version(q)) for q in refiner.parameters())
         for ctx, m, dt, w, out in self.entries:
             if (dt == dtype and w == weights and ctx.shape == context.shape and ctx.device == context.device
                     and ctx.dtype == context.dtype and torch.equal(ctx, context) and torch.equal(m, mask)):

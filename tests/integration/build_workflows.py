@@ -238,6 +238,50 @@ def ordered(api: dict, object_info: dict) -> dict:
     return out
 
 
+# room the frontend needs: title bar, one row per socket pair, a widget row, a multiline text box
+_TITLE, _ROW, _WIDGET, _TEXT, _GAP = 30, 22, 26, 90, 40
+_GROWS = {"UniFusionVERIFIRewrite": 230}  # the rewrite text the pack's web extension shows after a run
+
+
+def node_size(node: dict, specs: dict, n_inputs: int, n_outputs: int) -> list[int]:
+    """[width, height] that fits the node's sockets and widgets (and what it shows after a run)."""
+    widgets = [specs[k] for k, v in node["inputs"].items() if not isinstance(v, list) and is_widget(specs[k])]
+    multiline = sum(1 for spec in widgets if len(spec) > 1 and spec[1].get("multiline"))
+    height = (_TITLE + _ROW * max(n_inputs, n_outputs) + _WIDGET * (len(widgets) - multiline) + _TEXT * multiline
+              + _GROWS.get(node["class_type"], 0) + 10)
+    if node["class_type"] in ("PreviewImage", "SaveImage"):
+        height = max(height, 300)  # the image preview
+    width = 420 if multiline or node["class_type"] in _GROWS else 320
+    return [width, height]
+
+
+def place(nodes: list, links: list) -> None:
+    """Left to right by depth in the graph (a node one column right of everything it reads), top to
+    bottom within a column: no two nodes overlap."""
+    by_id = {nd["id"]: nd for nd in nodes}
+    parents: dict = {nd["id"]: set() for nd in nodes}
+    for _, src, _, dst, _, _ in links:
+        parents[dst].add(src)
+    depth: dict = {}
+
+    def rank(i):
+        if i not in depth:
+            depth[i] = 0  # guards a cycle (there are none in these graphs)
+            depth[i] = 1 + max((rank(j) for j in parents[i]), default=-1)
+        return depth[i]
+
+    columns: dict = {}
+    for nd in sorted(nodes, key=lambda nd: nd["id"]):
+        columns.setdefault(rank(nd["id"]), []).append(nd)
+    x = 60
+    for r in sorted(columns):
+        y = 60
+        for nd in columns[r]:
+            by_id[nd["id"]]["pos"] = [x, y]
+            y += nd["size"][1] + _GAP
+        x += max(nd["size"][0] for nd in columns[r]) + _GAP
+
+
 def to_ui(api: dict, object_info: dict) -> dict:
     nodes, links, link_id = [], [], 0
     out_links: dict = {}
@@ -268,10 +312,14 @@ def to_ui(api: dict, object_info: dict) -> dict:
                 inputs.append({"name": name, "type": spec[0], "link": None})
         outputs = [{"name": oname, "type": otype, "slot_index": i, "links": None}
                    for i, (oname, otype) in enumerate(zip(info["output_name"], info["output"]))]
-        nodes.append({"id": int(nid), "type": node["class_type"], "pos": [60 + 330 * (col % 5), 60 + 420 * (col // 5)],
-                      "size": [300, 160], "flags": {}, "order": col, "mode": 0, "inputs": inputs,
-                      "outputs": outputs, "title": node["_meta"]["title"],
+        title = node["_meta"]["title"]
+        if title == node["class_type"]:  # no title of its own: the display name, as the frontend shows new nodes
+            title = info.get("display_name") or title
+        nodes.append({"id": int(nid), "type": node["class_type"], "pos": [0, 0],
+                      "size": node_size(node, specs, len(inputs), len(outputs)), "flags": {}, "order": col,
+                      "mode": 0, "inputs": inputs, "outputs": outputs, "title": title,
                       "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": widgets})
+    place(nodes, links)
     for node in nodes:
         for o in node["outputs"]:
             o["links"] = out_links.get((str(node["id"]), o["slot_index"]), [])
