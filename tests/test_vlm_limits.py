@@ -65,3 +65,20 @@ def test_damaged_folders_get_one_sentence_with_the_path(tmp_path):
         load_vlm(src, attn_implementation="flash_attention_2")
     msg = str(err.value)
     assert "huggingface.co" not in msg and "sdpa" in msg and msg.count("\n") == 0
+
+
+def test_an_interrupt_ends_the_vlm_forward_between_blocks(vlm):
+    """should_stop is asked before every decoder block, so a long prefill stops within one block."""
+    asked = []
+
+    def stop():
+        asked.append(1)
+        return len(asked) >= 2
+
+    with pytest.raises(InterruptedError, match="interrupted"):
+        vlm.encode(Prompt("a red circle"), layers=(1, 2, 3, 4), should_stop=stop)
+    assert len(asked) == 2  # once before the prompt, once before the first block: never after the forward
+    asked.clear()
+    with pytest.raises(InterruptedError):
+        vlm.generate(Prompt("a red circle"), sampling=Sampling(max_new_tokens=8), should_stop=stop)
+    assert len(asked) == 2

@@ -98,7 +98,7 @@ class VLMEncoder:
         if not prompts:
             raise UniFusionError("encode() expected at least one prompt, found none.")
         chosen = select_layers(layers, self.identity["num_layers"])
-        tap = LayerTap(self.blocks, chosen)
+        tap = LayerTap(self.blocks, chosen, should_stop)
         cache = self._cache(prefix_cache)
         results = []
         for i, prompt in enumerate(prompts):
@@ -130,7 +130,7 @@ class VLMEncoder:
         """
         sampling = sampling or Sampling()
         prompts, chosen = self._prompts(prompts), select_layers(layers, self.identity["num_layers"])
-        tap, cache = LayerTap(self.blocks, chosen), self._cache(prefix_cache)
+        tap, cache = LayerTap(self.blocks, chosen, should_stop), self._cache(prefix_cache)
         total, done, results = len(prompts) * sampling.max_new_tokens, [0], []
 
         def tick():

@@ -64,15 +64,19 @@ def generate_one(encoder, prompt: Prompt, tap: LayerTap, sampling: Sampling, see
     picker = TokenPicker(sampling, encoder.stop_ids, encoder.banned_ids, seed)
     limit = _token_budget(encoder, int(ctx.inputs["input_ids"].shape[1]), sampling.max_new_tokens)
     ids: list[int] = []
-    for step in range(limit):
-        _check_stop(should_stop, step)
-        token = picker.pick(logits, step)
-        ids.append(token)
-        last = token in encoder.stop_ids or step + 1 == limit
-        logits = ctx.feed_token(token, logits=not last, stop_early=last)
-        tick()
-        if last:
-            break
+    asked, tap.should_stop = tap.should_stop, None  # one token at a time: asked between tokens instead
+    try:
+        for step in range(limit):
+            _check_stop(should_stop, step)
+            token = picker.pick(logits, step)
+            ids.append(token)
+            last = token in encoder.stop_ids or step + 1 == limit
+            logits = ctx.feed_token(token, logits=not last, stop_early=last)
+            tick()
+            if last:
+                break
+    finally:
+        tap.should_stop = asked
     return _result(encoder, ctx.hidden, roles, ctx.inputs["input_ids"][0], ids)
 
 

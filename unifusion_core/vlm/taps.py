@@ -24,11 +24,13 @@ class LayerTap:
     Index 0 is the input of block 1 (the embedding output); index k the output of block k.
     """
 
-    def __init__(self, blocks: torch.nn.ModuleList, layers: tuple[int, ...]):
+    def __init__(self, blocks: torch.nn.ModuleList, layers: tuple[int, ...],
+                 should_stop: Callable[[], bool] | None = None):
         self.blocks, self.layers = blocks, tuple(layers)
         self.deepest = max(self.layers)
         self.captured: dict[int, torch.Tensor] = {}
         self.stop_early = True
+        self.should_stop = should_stop  # asked before every block: True (or raising) abandons the forward
 
     def run(self, forward: Callable[[], object]) -> torch.Tensor:
         """Call ``forward`` with the hooks in place; return (Lv, B, T, Dv) in ``layers`` order."""
@@ -63,6 +65,9 @@ class LayerTap:
 
     def _register(self) -> list:
         handles = []
+        if self.should_stop is not None:  # an interrupt ends a long forward between blocks, not after it
+            for block in self.blocks:
+                handles.append(block.register_forward_pre_hook(self._stop_hook))
         if 0 in self.layers:
             handles.append(self.blocks[0].register_forward_pre_hook(self._embedding_hook,
                                                                     with_kwargs=True))
@@ -75,6 +80,10 @@ class LayerTap:
         self.captured[k] = hidden
         if k == self.deepest and self.stop_early:
             raise _StopForward
+
+    def _stop_hook(self, module, args):
+        if self.should_stop is not None and self.should_stop():
+            raise InterruptedError("The VLM forward was interrupted.")
 
     def _embedding_hook(self, module, args, kwargs):
         self._keep(0, args[0] if args else kwargs["hidden_states"])
