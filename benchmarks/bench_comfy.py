@@ -24,7 +24,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from common import best_of, machine
+from common import best_of, interleaved_best, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 COMFY = os.environ.get("COMFYUI_PATH")
@@ -101,15 +101,20 @@ def bench_sampling(torch, path, cfg, size, steps, tokens=77):
             torch.cuda.synchronize()
 
     dit = patcher.model.diffusion_model
-    cache = dit.refine_cache
+    cache, host_fn = dit.refine_cache, dit.attn_fn
+
+    def variant(refine_cache, attn_fn):
+        def run():
+            dit.refine_cache, dit.attn_fn = refine_cache, attn_fn
+            comfy_run()
+        return run
+
     with torch.inference_mode():
-        t_core = best_of(core_run, repeat=3)
-        t_comfy = best_of(comfy_run, repeat=3)
-        dit.refine_cache = None  # before the cache: the refiner on every step
-        t_comfy_nocache = best_of(comfy_run, repeat=3)
-        dit.refine_cache = cache
-        dit.attn_fn = attention.attention_pytorch
-        t_comfy_sdpa = best_of(comfy_run, repeat=3)
+        t = interleaved_best({"core": core_run, "comfy": variant(cache, host_fn),
+                              "nocache": variant(None, host_fn),  # before the cache: the refiner on every step
+                              "sdpa": variant(cache, attention.attention_pytorch)}, repeat=5)
+    dit.refine_cache, dit.attn_fn = cache, host_fn
+    t_core, t_comfy, t_comfy_nocache, t_comfy_sdpa = t["core"], t["comfy"], t["nocache"], t["sdpa"]
     host_attn = attention.optimized_attention.__name__
     print(f"comfy_sampling_vs_core_forward = {t_comfy / t_core:.3f}x  (goal <= 1.03x)  "
           f"[{t_comfy:.3f}s vs {t_core:.3f}s, {steps} steps, {size}px, host attention {host_attn}, refiner cached]")
@@ -117,6 +122,39 @@ def bench_sampling(torch, path, cfg, size, steps, tokens=77):
           f"[{t_comfy_nocache:.3f}s: the refiner on every step]")
     print(f"comfy_sampling_sdpa_vs_core_forward = {t_comfy_sdpa / t_core:.3f}x  (goal <= 1.03x)  "
           f"[{t_comfy_sdpa:.3f}s; ComfyUI's attention_pytorch, i.e. the same kernel as the core; refiner cached]")
+
+
+def bench_block(torch, width, size, tokens=77, heads=None):
+    """Our single-stream DiT block against ComfyUI's own Flux SingleStreamBlock at equal width, heads
+    and tokens (both comfy.ops layers, both the host's attention, both RoPE over 3 axes): forward time."""
+    import comfy.ldm.flux.layers as flux
+    import comfy.ops
+    from comfy.ldm.modules.attention import optimized_attention
+
+    blocks = importlib.import_module(f"{PACK}.unifusion_core.blocks")
+    heads = heads or max(1, width // 64)
+    head_dim = width // heads
+    axes = (head_dim - 2 * (head_dim * 3 // 8 // 2 * 2), head_dim * 3 // 8 // 2 * 2, head_dim * 3 // 8 // 2 * 2)
+    ops = comfy.ops.disable_weight_init
+    ours = blocks.Block(width, heads, 4.0, modulated=True, operations=ops)
+    theirs = flux.SingleStreamBlock(width, heads, mlp_ratio=4.0, operations=ops)
+    for m in (ours, theirs):
+        for q in m.parameters():
+            torch.nn.init.normal_(q, std=0.02)
+    n = tokens + (size // 16) ** 2  # condition tokens + latent patches (1/8 VAE, patch 2)
+    g = torch.Generator().manual_seed(0)
+    x, c = torch.randn(2, n, width, generator=g), torch.randn(2, width, generator=g)
+    pos = torch.stack([torch.arange(n).float(), torch.zeros(n), torch.zeros(n)], -1)[None].expand(2, -1, -1)
+    rope = blocks.rope_angles(pos, axes, 10000.0)
+    pe = flux.EmbedND(head_dim, 10000, list(axes))(pos)
+
+    with torch.inference_mode():  # ours takes the host's kernel as the MODEL does (optimized_attention)
+        t_ours = best_of(lambda: ours(x, c, rope, None, optimized_attention), repeat=5)
+        t_theirs = best_of(lambda: theirs(x.clone(), c, pe), repeat=5)
+    count = lambda m: sum(q.numel() for q in m.parameters()) / 1e6  # noqa: E731
+    print(f"dit_block_vs_flux_single_stream_block = {t_ours / t_theirs:.3f}x  (reported)  [{t_ours * 1e3:.1f} ms vs "
+          f"{t_theirs * 1e3:.1f} ms forward, width {width}, {heads} heads, {n} tokens, batch 2; params "
+          f"{count(ours):.2f} M (adaLN-zero, SwiGLU) vs {count(theirs):.2f} M (parallel attn + GELU MLP)]")
 
 
 def bench_memory(torch, vlm_dir, path, size, steps):
@@ -173,6 +211,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         vlm_dir, path, cfg = bench_files(Path(tmp), width, depth)
         bench_sampling(torch, path, cfg, size, a.steps)
+        bench_block(torch, width, size)
         bench_memory(torch, vlm_dir, path, size, a.steps)
     return 0
 

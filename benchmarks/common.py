@@ -37,3 +37,21 @@ def best_of(fn, repeat: int = 5, warmup: int = 1) -> float:
         sync()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def interleaved_best(fns: dict, repeat: int = 5, warmup: int = 1) -> dict:
+    """``best_of`` for several variants timed in turn (A B C A B C ...), so a load that comes and goes
+    on a shared machine hits each variant alike: name -> fastest time."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    best = {name: float("inf") for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
