@@ -179,6 +179,10 @@ def verifi_system(preset: str, custom: str, num_images: int, cfg=None) -> str:
                     preset)
     if preset == "checkpoint default":
         return verifi.system_prompt(verifi.task_for(num_images), cfg)
+    if verifi.task_for(num_images) != preset:
+        log.warning("The system prompt preset is '%s' but the request has %d reference image(s), which is a "
+                    "'%s' request; the rewrite may describe images that are not there. Pick 'checkpoint default' "
+                    "to follow the image count.", preset, num_images, verifi.task_for(num_images))
     return verifi.PRESETS[preset]
 
 

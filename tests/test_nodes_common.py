@@ -177,3 +177,27 @@ def test_workflow_layout_fits_with_display_names(name):
             assert node["title"] != node["type"], f"node {node['id']} is titled with its class name {node['type']}"
         multiline = sum(1 for v in node.get("widgets_values", []) if isinstance(v, str) and len(v) > 60)
         assert node["size"][1] >= 30 + 22 * len(node.get("outputs", [])) + 60 * multiline, node["id"]
+
+
+@pytest.mark.parametrize("name", [w for w in WORKFLOW_NAMES if not w.startswith("toy_")])
+def test_placeholder_workflows_say_which_files_go_where(name):
+    ui = json.loads((WORKFLOWS / f"{name}.json").read_text())
+    notes = [n for n in ui["nodes"] if n["type"] == "Note"]
+    assert len(notes) == 1, "a workflow naming placeholder models carries one Note saying where they go"
+    text = notes[0]["widgets_values"][0]
+    api = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
+    for node in api.values():
+        for key in ("vlm_folder", "checkpoint", "vae_name"):
+            if key in node["inputs"]:
+                assert node["inputs"][key] in text, (key, node["inputs"][key])
+    assert "models/LLM/" in text and "models/diffusion_models/" in text and "models/vae/" in text
+
+
+def test_every_workflow_has_a_template_browser_thumbnail():
+    """ComfyUI's template browser shows workflows/<name>.jpg for each workflows/<name>.json."""
+    from PIL import Image
+
+    for name in WORKFLOW_NAMES:
+        img = Image.open(WORKFLOWS / f"{name}.jpg")
+        assert img.format == "JPEG" and img.size == (512, 384), name
+        assert len(set(img.convert("L").resize((32, 24)).getdata())) > 8, f"{name}.jpg is a blank card"

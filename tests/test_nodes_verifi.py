@@ -68,3 +68,15 @@ def test_make_sampling(common):
         common.make_sampling("sample", 32, 0.0, 0.9, 1)
     with pytest.raises(ValueError, match="Decoding should be one of 'greedy', 'sample'"):
         common.make_sampling("beam", 32, 0.7, 0.9, 1)
+
+
+def test_preset_that_does_not_fit_the_image_count_warns(common, verifi, caplog):
+    with caplog.at_level(logging.WARNING):
+        assert common.verifi_system("edit", "", 0) == verifi.PRESETS["edit"]  # an edit without a reference
+    assert "'edit' but the request has 0 reference image(s)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        common.verifi_system("edit", "", 1)
+        common.verifi_system("multi_ref", "", 3)
+        common.verifi_system("t2i", "", 0)
+    assert "reference image(s)" not in caplog.text

@@ -2,7 +2,9 @@
 API-format twins workflows/api/*.json (not listed: the browser globs only workflows/*.json) from the
 graphs below, using a running ComfyUI's /object_info for widget order and socket types.
 
-    python tests/integration/build_workflows.py http://127.0.0.1:8188
+    python tests/integration/build_workflows.py http://127.0.0.1:8188 [demo_out]
+
+With a ``make demo`` output folder it also draws the template browser's thumbnails (workflows/*.jpg).
 
 Model file names in the general workflows are placeholders (see README "Workflows"); the integration
 tests swap in fixtures. The toy_* workflows name the pack's shipped toy models and run as they are;
@@ -328,15 +330,75 @@ def to_ui(api: dict, object_info: dict) -> dict:
             "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4}
 
 
-def main(url: str):
+NOTE = ("Files this workflow expects (placeholders: re-pick your own in the loaders)\n"
+        f"- VLM folder: ComfyUI/models/LLM/{VLM}/ (a Hugging Face folder: config.json, *.safetensors, "
+        "tokenizer and processor files; the VLM your checkpoint was trained with)\n"
+        f"- UniFusion checkpoint: ComfyUI/models/diffusion_models/{CKPT} (train one: README 'Train your own')\n"
+        f"- FLUX.1 VAE: ComfyUI/models/vae/{VAE}\n"
+        f"- reference images (edit / composition): ComfyUI/input/{REF1}, {REF2}\n"
+        "The toy_* workflows run as they are, on the pack's own trained toy models.")
+
+
+def note_node(node_id: int, nodes: list) -> dict:
+    """A frontend-only Note (no API twin) above the graph, saying which files go where."""
+    top = min(nd["pos"][1] for nd in nodes)
+    for nd in nodes:  # make room above the graph
+        nd["pos"][1] += 230
+    return {"id": node_id, "type": "Note", "pos": [60, top], "size": [620, 190], "flags": {}, "order": len(nodes),
+            "mode": 0, "inputs": [], "outputs": [], "title": "Which files go where", "properties": {},
+            "widgets_values": [NOTE], "color": "#432", "bgcolor": "#653"}
+
+
+TOY_JOBS = {"toy_t2i_verifi": ("t2i_verifi",), "toy_t2i_raw": ("t2i_raw",),
+            "toy_edit_chain": ("t2i_verifi", "edit_1", "edit_2", "edit_3"), "toy_compose_two_refs": ("ref_1", "ref_2", "compose")}
+
+
+def thumbnail(name: str, ui: dict, demo_dir: Path) -> "Image.Image":
+    """The template browser's picture of a workflow (workflows/<name>.jpg, 512 x 384): a toy workflow
+    shows what it makes (its jobs' outputs from ``make demo``, last one largest); the others a card with
+    their title and node chain."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    card = Image.new("RGB", (512, 384), (32, 34, 40))
+    draw = ImageDraw.Draw(card)
+    font = ImageFont.load_default(size=26)
+    small = ImageFont.load_default(size=17)
+    draw.text((20, 16), name.replace("_", " "), fill=(235, 235, 235), font=font)
+    if name in TOY_JOBS:
+        jobs = [Image.open(demo_dir / f"{j}.png").convert("RGB") for j in TOY_JOBS[name]]
+        main = jobs[-1].resize((288, 288), Image.NEAREST)
+        card.paste(main, (20, 72))
+        for k, img in enumerate(jobs[:-1][-3:]):
+            card.paste(img.resize((88, 88), Image.NEAREST), (330 + (k % 2) * 94, 72 + (k // 2) * 94))
+        draw.text((330, 300), "shipped toy models:", fill=(180, 180, 180), font=small)
+        draw.text((330, 322), "runs as it is", fill=(180, 180, 180), font=small)
+        return card
+    chain = []
+    for nd in sorted(ui["nodes"], key=lambda nd: nd["pos"][0]):
+        if nd["type"] != "Note" and nd["title"] not in chain:
+            chain.append(nd["title"])
+    for k, title in enumerate(chain[:11]):
+        draw.text((20 + 246 * (k // 12), 70 + 24 * (k % 12)), f"- {title}", fill=(200, 200, 200), font=small)
+    draw.text((20, 352), "placeholder models: see the Note", fill=(150, 150, 150), font=small)
+    return card
+
+
+def main(url: str, demo_dir: Path | None = None):
+    """``demo_dir``: a ``make demo`` output folder; with it, the thumbnails are (re)drawn too."""
     object_info = json.load(urllib.request.urlopen(url + "/object_info"))
     (OUT / "api").mkdir(parents=True, exist_ok=True)
     for name, build in GRAPHS.items():
         api = ordered(build(), object_info)
         (OUT / "api" / f"{name}.json").write_text(json.dumps(api, indent=2) + "\n")
-        (OUT / f"{name}.json").write_text(json.dumps(to_ui(api, object_info), indent=2) + "\n")
+        ui = to_ui(api, object_info)
+        if not name.startswith("toy_"):
+            ui["nodes"].append(note_node(ui["last_node_id"] + 1, ui["nodes"]))
+            ui["last_node_id"] += 1
+        (OUT / f"{name}.json").write_text(json.dumps(ui, indent=2) + "\n")
+        if demo_dir is not None:
+            thumbnail(name, ui, demo_dir).save(OUT / f"{name}.jpg", quality=90)
         print("wrote", name)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8188")
+    main(sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8188", Path(sys.argv[2]) if len(sys.argv) > 2 else None)

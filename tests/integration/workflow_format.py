@@ -7,6 +7,7 @@ compare twins without a host (used by the unit tests)."""
 from __future__ import annotations
 
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
+VIRTUAL_NODES = {"Note", "MarkdownNote"}  # frontend-only: never in an API prompt
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 
@@ -31,6 +32,8 @@ def ui_to_api(ui: dict, object_info: dict) -> dict:
     links = {l[0]: (str(l[1]), l[2]) for l in ui["links"]}
     api = {}
     for node in ui["nodes"]:
+        if node["type"] in VIRTUAL_NODES:
+            continue
         info = object_info[node["type"]]
         inputs, values = {}, list(node.get("widgets_values", []))
         socket_links = {i["name"]: i.get("link") for i in node.get("inputs", [])}
@@ -65,6 +68,8 @@ def ui_graph_summary(ui: dict) -> dict:
     links = {l[0]: (str(l[1]), l[2]) for l in ui["links"]}
     out = {}
     for node in ui["nodes"]:
+        if node["type"] in VIRTUAL_NODES:
+            continue
         socks = {i["name"]: links[i["link"]] for i in node.get("inputs", []) if i.get("link") is not None}
         vals, prev = [], None
         for v in node.get("widgets_values", []):
