@@ -242,7 +242,8 @@ def ordered(api: dict, object_info: dict) -> dict:
 
 # room the frontend needs: title bar, one row per socket pair, a widget row, a multiline text box
 _TITLE, _ROW, _WIDGET, _TEXT, _GAP = 30, 22, 26, 90, 40
-_GROWS = {"UniFusionVERIFIRewrite": 230}  # the rewrite text the pack's web extension shows after a run
+# what nodes show after a run: the rewrite text of the pack's web extension, Preview Any's text
+_GROWS = {"UniFusionVERIFIRewrite": 230, "PreviewAny": 60}
 
 
 def node_size(node: dict, specs: dict, n_inputs: int, n_outputs: int) -> list[int]:
@@ -253,7 +254,7 @@ def node_size(node: dict, specs: dict, n_inputs: int, n_outputs: int) -> list[in
               + _GROWS.get(node["class_type"], 0) + 10)
     if node["class_type"] in ("PreviewImage", "SaveImage"):
         height = max(height, 300)  # the image preview
-    width = 420 if multiline or node["class_type"] in _GROWS else 320
+    width = 480 if multiline or node["class_type"] == "UniFusionVERIFIRewrite" else 340  # as the frontend draws them
     return [width, height]
 
 
