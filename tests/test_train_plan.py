@@ -64,3 +64,23 @@ def test_plan_cli_paper_shapes():
     assert total(ckpt) < total(out.stdout) / 2  # checkpointing keeps a fraction of the activations
     bad = subprocess.run(cmd[:-1] + ["tp"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "'fsdp' or 'ddp'" in bad.stdout
+
+
+def test_training_presets_layer_under_config_and_flags(tmp_path):
+    import json
+
+    from unifusion_core.errors import UniFusionError
+    from unifusion_core.train.config import TrainConfig, parse_args
+    from unifusion_core.train.presets import TRAIN_PRESETS
+
+    for name, values in TRAIN_PRESETS.items():
+        t = parse_args(["--train_preset", name])
+        assert t.preset == name and t.recon_share == 0.03 and t.verifi_share == 0.9 and t.mixed_precision == "bf16"
+        assert set(values) <= {f for f in TrainConfig.__dataclass_fields__}
+    assert parse_args(["--train_preset", "paper"]).resolution == 1024
+    cfg = tmp_path / "run.json"
+    cfg.write_text(json.dumps({"lr": 3e-4, "batch_size": 2}))
+    t = parse_args(["--train_preset", "paper", "--config", str(cfg), "--batch_size", "1"])
+    assert (t.lr, t.batch_size, t.grad_checkpointing) == (3e-4, 1, True)  # flag > file > preset
+    with pytest.raises(UniFusionError, match="--train_preset should be one of small, base, paper"):
+        parse_args(["--train_preset", "huge"])

@@ -126,6 +126,8 @@ def parse_args(argv=None) -> TrainConfig:
     ap = argparse.ArgumentParser(prog="python -m unifusion_core.train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="JSON or YAML file with TrainConfig fields")
+    ap.add_argument("--train_preset", help="defaults for a real run: small | base | paper (train/presets.py); "
+                                           "--config and flags override them")
     for f in fields(TrainConfig):
         if f.name == "extra":
             continue
@@ -134,8 +136,15 @@ def parse_args(argv=None) -> TrainConfig:
         else:
             ap.add_argument(f"--{f.name}", type=_flag_type(f), default=None)
     args = ap.parse_args(argv)
-    values = _read_file(args.config) if args.config else {}
-    values.update({k: v for k, v in vars(args).items() if k != "config" and v is not None})
+    values = {}
+    if args.train_preset:
+        from .presets import TRAIN_PRESETS
+
+        if args.train_preset not in TRAIN_PRESETS:
+            raise UniFusionError(f"--train_preset should be one of {', '.join(TRAIN_PRESETS)}, found {args.train_preset!r}.")
+        values.update(TRAIN_PRESETS[args.train_preset])
+    values.update(_read_file(args.config) if args.config else {})
+    values.update({k: v for k, v in vars(args).items() if k not in ("config", "train_preset") and v is not None})
     return TrainConfig(**values)
 
 
