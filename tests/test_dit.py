@@ -261,3 +261,24 @@ def test_should_stop_is_asked_between_blocks():
     with pytest.raises(InterruptedError):
         dit(torch.randn(1, 3, 8, 8), torch.tensor([0.5]), torch.randn(1, 4, 16))
     assert len(calls) == 2  # the first block ran, the second was never started
+
+
+def test_long_attention_runs_in_query_chunks_that_an_interrupt_can_split():
+    from unifusion_core.config import DiTConfig
+    from unifusion_core.dit import UniFusionDiT
+
+    torch.manual_seed(0)
+    dit = UniFusionDiT(DiTConfig(hidden_size=32, num_heads=2, axes_dims=(4, 6, 6), cond_dim=16, depth=2))
+    dit.init_weights()
+    for q in dit.parameters():
+        q.data.normal_(0, 0.2)
+    x, t = torch.randn(1, 3, 32, 32), torch.tensor([0.5])  # 64 latent tokens + 6 condition tokens
+    ctx, mask = torch.randn(1, 6, 16), torch.tensor([[1, 1, 1, 1, 0, 0]]).float()
+    with torch.no_grad():
+        want = dit(x, t, ctx, mask)
+        calls = []
+        dit.should_stop = lambda: calls.append(1)
+        dit.interrupt_chunk_pairs = 70 * 16  # 16 queries per chunk: 5 chunks per block
+        got = dit(x, t, ctx, mask)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert len(calls) == 2 * (1 + 5)  # per block: once before it, once per query chunk

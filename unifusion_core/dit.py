@@ -164,6 +164,23 @@ class UniFusionDiT(nn.Module):
     def _compute_dtype(self, x):
         return self.x_embed.weight.dtype if self.dtype is None else x.dtype  # in ComfyUI, x is cast already
 
+    # attention over more than this many (query, key) pairs runs in query chunks, asking should_stop
+    # between them, so an interrupt lands within seconds even while one block takes minutes (huge images)
+    interrupt_chunk_pairs = 1 << 26  # unchunked up to 8,192 tokens (a 1024^2 image at patch 2 on FLUX latents)
+
+    def _interruptible(self, attn_fn, seq_len: int):
+        if seq_len * seq_len <= self.interrupt_chunk_pairs:
+            return attn_fn
+        chunk = max(1, self.interrupt_chunk_pairs // seq_len)
+
+        def chunked(q, k, v, heads, mask=None, skip_reshape=True, **kw):  # q, k, v: (B, H, S, Dh)
+            outs = []
+            for start in range(0, q.shape[2], chunk):
+                self.should_stop()
+                outs.append(attn_fn(q[:, :, start:start + chunk], k, v, heads, mask=mask, skip_reshape=True, **kw))
+            return torch.cat(outs, dim=1)  # (B, S, H*Dh)
+        return chunked
+
     # -- forward --------------------------------------------------------------------------------
     def refine(self, context, attention_mask=None, dtype=None):
         """context (B, Tc, cond_dim) -> refined condition tokens (B, Tc, D).
@@ -210,13 +227,14 @@ class UniFusionDiT(nn.Module):
         seq = torch.cat([cond, img], dim=1)  # (B, S, D)
         full_mask = torch.cat([cond_mask, torch.ones(B, gh * gw, dtype=torch.bool, device=x.device)], dim=1)
         bias = key_padding_bias(full_mask, seq.dtype)  # (B, 1, 1, S) or None
+        attn_fn = self.attn_fn if self.should_stop is None else self._interruptible(self.attn_fn, seq.shape[1])
         for block in self.blocks:
             if self.should_stop is not None:
                 self.should_stop()
             if self.gradient_checkpointing and self.training:
-                seq = checkpoint(block, seq, c, rope, bias, self.attn_fn, use_reentrant=False)
+                seq = checkpoint(block, seq, c, rope, bias, attn_fn, use_reentrant=False)
             else:
-                seq = block(seq, c, rope, bias, self.attn_fn)
+                seq = block(seq, c, rope, bias, attn_fn)
         # 4. modulated output layer on the latent tokens, then unpatchify
         shift, scale = self.adaLN_out(F.silu(c))[:, None].chunk(2, dim=-1)  # 2 x (B, 1, D)
         out = self.proj_out(self.norm_out(seq[:, Tc:]) * (1 + scale) + shift)  # (B, N, C*p*p)

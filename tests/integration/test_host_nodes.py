@@ -113,3 +113,29 @@ def test_error_stock_empty_latent_into_the_pixel_model(host):
     g = pixel_graph()
     g["5"] = n("EmptyLatentImage", width=32, height=32, batch_size=1)
     _one_sentence_error(host, g, "KSampler", "4x4 latent", "EmptyChromaRadianceLatentImage")
+
+
+def test_interrupt_at_a_huge_size_lands_within_seconds(host):
+    """2048 x 2048 on the pixel model (262,144 latent tokens: one DiT block runs long): /interrupt ends the
+    prompt within seconds (attention runs in query chunks with an interrupt check between them)."""
+    import time
+    import uuid
+
+    code, body = host.post("/prompt", {"prompt": pixel_graph(steps=20, seed=7, size=2048),
+                                       "client_id": str(uuid.uuid4())})
+    assert code == 200
+    pid = body["prompt_id"]
+    end = time.time() + 120
+    while not host.get("/queue")["queue_running"] and time.time() < end:
+        time.sleep(0.05)
+    time.sleep(8.0)  # well into sampling (the VLM and LAP take a fraction of a second)
+    t0 = time.time()
+    host.post("/interrupt", {})
+    while pid not in host.get(f"/history/{pid}") and time.time() < end:
+        time.sleep(0.1)
+    waited = time.time() - t0
+    entry = host.get(f"/history/{pid}")[pid]
+    assert any(ev == "execution_interrupted" for ev, _ in entry["status"]["messages"]), entry["status"]
+    assert waited < 10, f"the interrupt took {waited:.1f} s"
+    (lat,) = host.latents(host.run_ok(pixel_graph(seed=101)))  # the host is fine afterwards
+    assert torch.isfinite(lat).all()
