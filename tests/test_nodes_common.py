@@ -13,7 +13,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / "workflows"
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
-from workflow_format import api_graph_summary, ui_graph_summary  # noqa: E402
+from workflow_format import TEMPLATE_TITLES, api_graph_summary, ui_graph_summary  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def _drops(longer: list, shorter: list, k: int) -> bool:
 
 @pytest.mark.parametrize("name", WORKFLOW_NAMES)
 def test_workflow_twins_describe_the_same_graph(name):
-    ui = json.loads((WORKFLOWS / f"{name}.json").read_text())
+    ui = json.loads((WORKFLOWS / f"{TEMPLATE_TITLES[name]}.json").read_text())
     api = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
     assert {"nodes", "links", "version"} <= set(ui), "not a UI-format workflow"
     ui_sum, api_sum = ui_graph_summary(ui), api_graph_summary(api)
@@ -136,7 +136,8 @@ def test_workflow_twins_describe_the_same_graph(name):
 
 
 def test_workflow_set_is_complete():
-    assert sorted(p.stem for p in WORKFLOWS.glob("*.json")) == sorted(WORKFLOW_NAMES)
+    assert sorted(p.stem for p in WORKFLOWS.glob("*.json")) == sorted(TEMPLATE_TITLES[n] for n in WORKFLOW_NAMES)
+    assert sorted(TEMPLATE_TITLES) == sorted(WORKFLOW_NAMES)
     assert sorted(p.stem for p in (WORKFLOWS / "api").glob("*.json")) == sorted(WORKFLOW_NAMES)
 
 
@@ -167,7 +168,7 @@ def test_workflow_layout_fits_with_display_names(name):
     """Shipped UI workflows open readable: no two nodes overlap (the VERIFI node's box includes the
     rewrite it shows after a run), nodes are sized to their widgets, and the pack's nodes carry a
     display name or their own title, never a raw class name."""
-    ui = json.loads((WORKFLOWS / f"{name}.json").read_text())
+    ui = json.loads((WORKFLOWS / f"{TEMPLATE_TITLES[name]}.json").read_text())
     boxes = [(n["id"], *n["pos"], *n["size"]) for n in ui["nodes"]]
     for i, (a, ax, ay, aw, ah) in enumerate(boxes):
         for b, bx, by, bw, bh in boxes[i + 1:]:
@@ -181,7 +182,7 @@ def test_workflow_layout_fits_with_display_names(name):
 
 @pytest.mark.parametrize("name", [w for w in WORKFLOW_NAMES if not w.startswith("toy_")])
 def test_placeholder_workflows_say_which_files_go_where(name):
-    ui = json.loads((WORKFLOWS / f"{name}.json").read_text())
+    ui = json.loads((WORKFLOWS / f"{TEMPLATE_TITLES[name]}.json").read_text())
     notes = [n for n in ui["nodes"] if n["type"] == "Note"]
     assert len(notes) == 1, "a workflow naming placeholder models carries one Note saying where they go"
     text = notes[0]["widgets_values"][0]
@@ -198,6 +199,6 @@ def test_every_workflow_has_a_template_browser_thumbnail():
     from PIL import Image
 
     for name in WORKFLOW_NAMES:
-        img = Image.open(WORKFLOWS / f"{name}.jpg")
+        img = Image.open(WORKFLOWS / f"{TEMPLATE_TITLES[name]}.jpg")
         assert img.format == "JPEG" and img.size == (512, 384), name
         assert len(set(img.convert("L").resize((32, 24)).getdata())) > 8, f"{name}.jpg is a blank card"

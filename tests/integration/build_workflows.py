@@ -1,5 +1,5 @@
-"""Maintainer tool: writes the UI-format workflows/*.json (listed by ComfyUI's template browser) and their
-API-format twins workflows/api/*.json (not listed: the browser globs only workflows/*.json) from the
+"""Maintainer tool: writes the UI-format workflows/*.json (listed by ComfyUI's template browser, titled by
+their file names: workflow_format.TEMPLATE_TITLES) and their API-format twins workflows/api/<name>.json (not listed: the browser globs only workflows/*.json) from the
 graphs below, using a running ComfyUI's /object_info for widget order and socket types.
 
     python tests/integration/build_workflows.py http://127.0.0.1:8188 [demo_out]
@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from workflow_format import has_control, is_widget  # noqa: E402
+from workflow_format import TEMPLATE_TITLES, has_control, is_widget  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from unifusion_core.toy import shipped, showcase  # noqa: E402
@@ -364,7 +364,7 @@ def thumbnail(name: str, ui: dict, demo_dir: Path) -> "Image.Image":
     draw = ImageDraw.Draw(card)
     font = ImageFont.load_default(size=26)
     small = ImageFont.load_default(size=17)
-    draw.text((20, 16), name.replace("_", " "), fill=(235, 235, 235), font=font)
+    draw.text((20, 16), TEMPLATE_TITLES[name].split(" - ", 1)[1], fill=(235, 235, 235), font=font)
     if name in TOY_JOBS:
         jobs = [Image.open(demo_dir / f"{j}.png").convert("RGB") for j in TOY_JOBS[name]]
         main = jobs[-1].resize((288, 288), Image.NEAREST)
@@ -395,9 +395,10 @@ def main(url: str, demo_dir: Path | None = None):
         if not name.startswith("toy_"):
             ui["nodes"].append(note_node(ui["last_node_id"] + 1, ui["nodes"]))
             ui["last_node_id"] += 1
-        (OUT / f"{name}.json").write_text(json.dumps(ui, indent=2) + "\n")
+        title = TEMPLATE_TITLES[name]
+        (OUT / f"{title}.json").write_text(json.dumps(ui, indent=2) + "\n")
         if demo_dir is not None:
-            thumbnail(name, ui, demo_dir).save(OUT / f"{name}.jpg", quality=90)
+            thumbnail(name, ui, demo_dir).save(OUT / f"{title}.jpg", quality=90)
         print("wrote", name)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from browser import Browser, chromium
+from workflow_format import TEMPLATE_TITLES
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 NAMES = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
@@ -51,10 +52,15 @@ def _load(page, name):
                    " size: Array.from(n.size)})); })()")
 
 
-def test_template_browser_lists_every_workflow(host):
+def test_template_browser_lists_every_workflow_with_a_readable_title_and_thumbnail(page, host):
     listed = host.get("/workflow_templates")
-    ours = next(v for k, v in listed.items() if "unifusion" in k.lower())
-    assert sorted(ours) == NAMES
+    module, ours = next((k, v) for k, v in listed.items() if "unifusion" in k.lower())
+    assert sorted(ours) == NAMES and all(" " in n and "_" not in n for n in ours)
+    # what the frontend fetches for each card: the workflow and its thumbnail (names URL-encoded by the page)
+    got = page.js("Promise.all(" + json.dumps(ours) + ".map(async n => [n, (await fetch(app.api.apiURL("
+                  "`/workflow_templates/" + module + "/${encodeURIComponent(n)}.json`))).status, (await fetch("
+                  "app.api.apiURL(`/workflow_templates/" + module + "/${encodeURIComponent(n)}.jpg`))).status]))")
+    assert all(a == 200 and b == 200 for _, a, b in got), got
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -77,7 +83,7 @@ def test_workflow_loads_cleanly(page, name):
 
 def test_toy_verifi_workflow_runs_from_the_page(page, tmp_path):
     page.errors.clear()
-    _load(page, "toy_t2i_verifi")
+    _load(page, TEMPLATE_TITLES["toy_t2i_verifi"])
     page.js("(async () => { await app.queuePrompt(0, 1); return true; })()")
     text = page.wait_for("(() => { const n = app.graph._nodes.find(n => n.type === 'UniFusionVERIFIRewrite');"
                          " const w = n && n.widgets.find(w => w.name === 'rewritten'); return w && w.value; })()",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from graphs import TOY_WORKFLOW_NAMES, WORKFLOWS, WORKFLOW_NAMES, edited, load_api
-from workflow_format import ui_to_api
+from workflow_format import TEMPLATE_TITLES, ui_to_api
 
 SAVE_COUNT = {"chain_two_edits": 2}  # SaveImage nodes per workflow (others: 1)
 
@@ -48,7 +48,7 @@ def test_seeds(host, name):
 def test_ui_twin_matches_api(host, name):
     """The UI file converts (the frontend's way, with the host's /object_info) to exactly its API twin."""
     object_info = host.get("/object_info")
-    ui = json.loads((WORKFLOWS / f"{name}.json").read_text())
+    ui = json.loads((WORKFLOWS / f"{TEMPLATE_TITLES[name]}.json").read_text())
     api = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
     assert ui_to_api(ui, object_info) == {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in api.items()}
 
@@ -56,7 +56,7 @@ def test_ui_twin_matches_api(host, name):
 def test_template_browser_lists_workflows(host):
     listed = host.get("/workflow_templates")
     names = next(v for k, v in listed.items() if k == "unifusion")
-    assert sorted(names) == sorted(WORKFLOW_NAMES + TOY_WORKFLOW_NAMES)
+    assert sorted(names) == sorted(TEMPLATE_TITLES[n] for n in WORKFLOW_NAMES + TOY_WORKFLOW_NAMES)
 
 
 @pytest.fixture(scope="module")
