@@ -155,3 +155,10 @@ def test_presets_are_typed_and_refuse_a_width_their_heads_do_not_divide():
     assert UniFusionConfig.preset("paper", odd, lap=lap).lap.heads == 4  # an explicit pooler is taken as given
     toy = UniFusionConfig.preset("toy", odd)
     assert (toy.lap.width, toy.lap.heads, toy.dit.abs_pos_grid) == (128, 4, 8)
+
+
+def test_error_type_has_a_short_stable_name():
+    """ComfyUI shows an uncaught error's type as module + name; under a custom-node package the module
+    would be '<pack folder>.unifusion_core.errors'."""
+    assert f"{UniFusionError.__module__}.{UniFusionError.__qualname__}" == "unifusion.UniFusionError"
+    assert issubclass(UniFusionError, ValueError)

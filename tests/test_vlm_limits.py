@@ -82,3 +82,12 @@ def test_an_interrupt_ends_the_vlm_forward_between_blocks(vlm):
     with pytest.raises(InterruptedError):
         vlm.generate(Prompt("a red circle"), sampling=Sampling(max_new_tokens=8), should_stop=stop)
     assert len(asked) == 2
+
+
+def test_too_many_references_are_refused_naming_the_image_count(vlm):
+    from PIL import Image
+
+    refs = [Image.new("RGB", (32, 32), (10 * k % 255, 40, 90)) for k in range(70)]
+    with pytest.raises(UniFusionError, match=r"for 70 reference image\(s\).*reads at most 1024 positions"):
+        vlm.encode(Prompt("put them together", images=refs))
+    vlm.encode(Prompt("put them together", images=refs[:2]))  # a few are fine

@@ -89,6 +89,26 @@ with torch.inference_mode():
             out["bad_combos"][name] = None
         except Exception as err:  # noqa: BLE001  (the type is part of what is checked)
             out["bad_combos"][name] = f"{type(err).__name__}: {err}"
+    # the size check of the MODEL: far from the training size -> one warning per size; a 1/8-size latent
+    # into a pixel checkpoint -> one sentence naming the latent node to use
+    import dataclasses
+    import logging
+
+    comfy_model = importlib.import_module("ufpack.nodes.comfy_model")
+    trained = dataclasses.replace(pooler.config, sampling=dataclasses.replace(pooler.config.sampling, resolution=32))
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("ufpack.nodes.comfy_model").addHandler(handler)
+    warned = set()
+    for hw in ((256, 256), (256, 256), (32, 32), (48, 32)):
+        comfy_model.check_latent_size(trained, hw, warned)
+    out["size_warnings"] = [r.getMessage() for r in records]
+    try:
+        comfy_model.check_latent_size(trained, (4, 4), set())
+        out["tiny_latent_error"] = None
+    except ValueError as err:
+        out["tiny_latent_error"] = str(err)
     plot = first(inspector.UniFusionLayerInspector.execute(pooler, with_refs))
     out["plot_shape"] = list(plot.shape)
 

@@ -61,3 +61,9 @@ def test_bad_combo_values_get_one_sentence(inprocess):
         msg = inprocess["bad_combos"][name]
         assert msg is not None, f"{name} {value} was accepted"
         assert msg.startswith("ValueError: ") and "should be one of" in msg and f"found {value}" in msg, msg
+
+
+def test_size_far_from_training_warns_once_and_a_tiny_latent_is_refused(inprocess):
+    warnings = inprocess["size_warnings"]
+    assert len(warnings) == 1 and "256x256 is far from the 32 px" in warnings[0], warnings
+    assert "EmptyChromaRadianceLatentImage" in (inprocess["tiny_latent_error"] or "")
