@@ -233,3 +233,24 @@ def test_precision_probe_picks_what_this_machine_runs_faster():
         assert choice == "no"
     if bf16 < 0.5 * fp32:
         assert choice == "bf16"
+
+
+def test_features_over_the_ram_budget_go_to_a_shared_disk_cache_that_the_next_run_reuses(data, tmp_path):
+    """feature_cache 'auto' (the default): over the RAM budget the features go to disk next to the manifest,
+    and a second run on the same manifest and VLM (another run dir, e.g. an ablation) finds them there."""
+    import shutil
+
+    cache_root = data / ".unifusion_cache"
+    shutil.rmtree(cache_root, ignore_errors=True)
+    first = _train(_args(data, tmp_path / "a", max_steps=2, save_every=0, ram_budget_gb=1e-9), timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "feature cache: disk at" in first.stderr and "0 stored already" in first.stderr
+    (folder,) = list(cache_root.glob("features-*"))
+    stored = len(list(folder.glob("*.safetensors")))
+    assert stored >= 4  # at least the probe's records
+    second = _train(_args(data, tmp_path / "b", max_steps=2, save_every=0, ram_budget_gb=1e-9), timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"{stored} stored already" in second.stderr and str(folder) in second.stderr
+    roomy = _train(_args(data, tmp_path / "c", max_steps=1, save_every=0), timeout=600)  # default budget: RAM
+    assert roomy.returncode == 0 and "feature cache: memory" in roomy.stderr, roomy.stderr[-3000:]
+    shutil.rmtree(cache_root, ignore_errors=True)

@@ -9,6 +9,7 @@ replays exactly what an uninterrupted one would have done.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -65,11 +66,68 @@ class TensorCache:
             tmp.replace(self.folder / f"{key}.safetensors")  # atomic: other processes may read it
 
 
+def shared_cache_dir(manifest, kind: str, identity: dict) -> Path:
+    """The on-disk cache next to a manifest that every run on it with the same VLM / VAE shares (a model
+    and its ablations): ``<manifest folder>/.unifusion_cache/<kind>-<digest>``."""
+    digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return Path(manifest).resolve().parent / ".unifusion_cache" / f"{kind}-{digest}"
+
+
 class BatchMaker:
     def __init__(self, tcfg, ucfg, ds: Dataset, vlm, vae=None, device="cpu"):
         self.tcfg, self.ucfg, self.ds, self.vlm, self.vae, self.device = tcfg, ucfg, ds, vlm, vae, device
-        self.feature_cache = TensorCache(tcfg.feature_cache)  # kept VLM states, fp16, selected layers
-        self.latent_cache = TensorCache(tcfg.latent_cache)  # target latents (VAE encodes) per bucket
+        self.feature_cache = TensorCache(self._feature_mode())  # kept VLM states, fp16, selected layers
+        self.latent_cache = TensorCache(self._latent_mode())  # target latents (VAE encodes) per bucket
+
+    # -- caches ---------------------------------------------------------------------------------------
+    def _budget(self) -> float:
+        return self.tcfg.ram_budget_gb * 1024 ** 3
+
+    def _feature_mode(self) -> str:
+        """``auto``: in memory when the whole data set's features fit the RAM budget, else on disk next to
+        the manifest. The size is measured on a few records' real features (they stay cached)."""
+        if self.tcfg.feature_cache != "auto":
+            return self.tcfg.feature_cache
+        probe = [i for i in range(len(self.ds.records)) if i not in self.ds.skipped][:4]
+        self.feature_cache = TensorCache("memory")
+        per_record = 0.0
+        for i in probe:
+            _, target, refs = self.ds.load(i)
+            mode = "verifi" if self.ds.records[i].rewrite is not None else "raw"
+            kept = self.features([(i, mode, target, refs)])[0]
+            per_record += kept.numel() * kept.element_size() / len(probe)
+        modes = 2 if any(r.rewrite is not None for r in self.ds.records) else 1  # VERIFI and raw prompts
+        estimate = per_record * modes * len(self.ds.records)
+        if estimate <= self._budget():
+            log.info("feature cache: memory (%.2f GiB estimated for %d records, RAM budget %.1f GiB)",
+                     estimate / 1024 ** 3, len(self.ds.records), self.tcfg.ram_budget_gb)
+            return "memory"
+        folder = shared_cache_dir(self.tcfg.manifest, "features",
+                                  {"vlm": self.vlm.identity, "layers": list(self.ucfg.vlm.layers)})
+        stored = len(list(folder.glob("*.safetensors"))) if folder.is_dir() else 0
+        log.info("feature cache: disk at %s (%.2f GiB estimated for %d records > RAM budget %.1f GiB; %d stored "
+                 "already)", folder, estimate / 1024 ** 3, len(self.ds.records), self.tcfg.ram_budget_gb, stored)
+        disk = TensorCache(str(folder))
+        for key, value in self.feature_cache.memory.items():  # the probe's features
+            if not disk.has(key):
+                disk.put(key, value)
+        return str(folder)
+
+    def _latent_mode(self) -> str:
+        """``auto`` for VAE latents: memory when every target's latent at its bucket fits the budget."""
+        if self.tcfg.latent_cache != "auto":
+            return self.tcfg.latent_cache
+        if self.ucfg.sampling.latent_format == "pixel":
+            return "online"  # pixels need no encoding
+        down = self.vae.downscale if self.vae is not None else 8
+        area = max(w * h for w, h in self.ds.buckets)
+        estimate = len(self.ds.records) * self.ucfg.dit.in_channels * area / down ** 2 * 4
+        if estimate <= self._budget():
+            return "memory"
+        folder = shared_cache_dir(self.tcfg.manifest, "latents", {"vae": "flux16", "buckets": self.ds.buckets})
+        log.info("latent cache: disk at %s (%.2f GiB estimated > RAM budget %.1f GiB)", folder,
+                 estimate / 1024 ** 3, self.tcfg.ram_budget_gb)
+        return str(folder)
 
     # -- conditioning -------------------------------------------------------------------------------
     def prompt_for(self, rec, mode, target, refs) -> tuple[Prompt, tuple]:

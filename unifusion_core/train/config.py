@@ -36,8 +36,11 @@ class TrainConfig:
     recon_share: float = 0.03  # share of batches that reconstruct a T2I target given to the VLM
     verifi_share: float = 0.9  # records with a rewrite use it (VERIFI conditioning) this often
     cfg_dropout: float = 0.1  # share of samples whose condition is zeroed (ConditioningZeroOut null)
-    feature_cache: str = "memory"  # "online" (encode every step) | "memory" | a folder of fp16 tensors
-    latent_cache: str = "memory"  # VAE-encoded targets (flux16): "online" | "memory" | a folder
+    # "auto": in RAM when the data set's features fit ram_budget_gb (measured on a few records), else on
+    # disk next to the manifest (.unifusion_cache/, shared by every run on it with the same VLM and layers)
+    feature_cache: str = "auto"  # "auto" | "online" (encode every step) | "memory" | a folder of fp16 tensors
+    latent_cache: str = "auto"  # VAE-encoded targets (flux16): "auto" | "online" | "memory" | a folder
+    ram_budget_gb: float = 8.0  # what the in-memory caches may hold before "auto" goes to disk
     system_prompt_t2i: str = ""  # "" = the package preset
     system_prompt_edit: str = ""
     # --- optimisation ----------------------------------------------------------------------------
@@ -76,7 +79,9 @@ class TrainConfig:
             raise UniFusionError(f"pooler must be 'lap' or 'last_layer', found {self.pooler!r}.")
         for name in ("feature_cache", "latent_cache"):
             if not getattr(self, name):
-                raise UniFusionError(f"{name} must be 'online', 'memory' or a folder, found an empty value.")
+                raise UniFusionError(f"{name} must be 'auto', 'online', 'memory' or a folder, found an empty value.")
+        if not self.ram_budget_gb > 0:
+            raise UniFusionError(f"ram_budget_gb must be > 0, found {self.ram_budget_gb}.")
         for name in ("recon_share", "verifi_share", "cfg_dropout"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

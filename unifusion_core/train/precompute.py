@@ -27,10 +27,18 @@ def precompute(t, batch: int = 64) -> int:
     from .batches import BatchMaker
     from .trainer import _setup
 
+    from dataclasses import replace
+
+    from .batches import shared_cache_dir
+
     if t.feature_cache in ("online", "memory"):
-        raise UniFusionError(f"precompute needs --feature_cache pointing at a folder, found {t.feature_cache!r}.")
+        raise UniFusionError(f"precompute needs --feature_cache pointing at a folder (or 'auto': the shared "
+                             f"cache next to the manifest), found {t.feature_cache!r}.")
     acc = Accelerator(cpu=not torch.cuda.is_available())  # the VLM on a GPU when there is one
     vlm, vae, ucfg, ds = _setup(t, acc)
+    if t.feature_cache == "auto":  # the folder an 'auto' training run on this manifest and VLM uses on disk
+        t = replace(t, feature_cache=str(shared_cache_dir(t.manifest, "features", {
+            "vlm": vlm.identity, "layers": list(ucfg.vlm.layers)})))
     maker = BatchMaker(t, ucfg, ds, vlm, vae, acc.device)
     todo = []
     for i, rec in enumerate(ds.records):
