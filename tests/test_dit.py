@@ -205,15 +205,23 @@ def test_absolute_position_table_starts_as_a_no_op_and_then_moves_the_output():
     assert bigger.shape == (1, 3, 32, 24) and torch.isfinite(bigger).all()
 
 
-def test_refiner_cache_reuses_only_an_equal_condition_with_the_same_weights():
+def _small_dit(depth: int, randomize: bool = True):
     from unifusion_core.config import DiTConfig
-    from unifusion_core.dit import RefinerCache, UniFusionDiT
+    from unifusion_core.dit import UniFusionDiT
 
     torch.manual_seed(0)
-    dit = UniFusionDiT(DiTConfig(hidden_size=32, num_heads=2, axes_dims=(4, 6, 6), cond_dim=16, depth=1))
+    dit = UniFusionDiT(DiTConfig(hidden_size=32, num_heads=2, axes_dims=(4, 6, 6), cond_dim=16, depth=depth))
     dit.init_weights()
-    for q in dit.parameters():
-        q.data.normal_(0, 0.2)
+    if randomize:  # past adaLN-zero's identity start, so every block changes the output
+        for q in dit.parameters():
+            q.data.normal_(0, 0.2)
+    return dit
+
+
+def test_refiner_cache_reuses_only_an_equal_condition_with_the_same_weights():
+    from unifusion_core.dit import RefinerCache
+
+    dit = _small_dit(depth=1)
     x, t = torch.randn(2, 3, 8, 8), torch.tensor([0.5, 0.5])
     ctx, mask = torch.randn(2, 5, 16), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]).float()
     with torch.no_grad():
@@ -244,12 +252,7 @@ def test_refiner_cache_reuses_only_an_equal_condition_with_the_same_weights():
 
 
 def test_should_stop_is_asked_between_blocks():
-    from unifusion_core.config import DiTConfig
-    from unifusion_core.dit import UniFusionDiT
-
-    torch.manual_seed(0)
-    dit = UniFusionDiT(DiTConfig(hidden_size=32, num_heads=2, axes_dims=(4, 6, 6), cond_dim=16, depth=3))
-    dit.init_weights()
+    dit = _small_dit(depth=3, randomize=False)
     calls = []
 
     def stop():
@@ -264,14 +267,7 @@ def test_should_stop_is_asked_between_blocks():
 
 
 def test_long_attention_runs_in_query_chunks_that_an_interrupt_can_split():
-    from unifusion_core.config import DiTConfig
-    from unifusion_core.dit import UniFusionDiT
-
-    torch.manual_seed(0)
-    dit = UniFusionDiT(DiTConfig(hidden_size=32, num_heads=2, axes_dims=(4, 6, 6), cond_dim=16, depth=2))
-    dit.init_weights()
-    for q in dit.parameters():
-        q.data.normal_(0, 0.2)
+    dit = _small_dit(depth=2)
     x, t = torch.randn(1, 3, 32, 32), torch.tensor([0.5])  # 64 latent tokens + 6 condition tokens
     ctx, mask = torch.randn(1, 6, 16), torch.tensor([[1, 1, 1, 1, 0, 0]]).float()
     with torch.no_grad():

@@ -44,6 +44,13 @@ def page(host):
     b.close()
 
 
+def _overlapping(nodes) -> list:
+    """Pairs of node ids whose drawn boxes (title bar of 30 px above ``pos`` included) intersect."""
+    boxes = [(n["id"], n["pos"][0], n["pos"][1] - 30, n["size"][0], n["size"][1] + 30) for n in nodes]
+    return [(a, b) for i, (a, ax, ay, aw, ah) in enumerate(boxes) for b, bx, by, bw, bh in boxes[i + 1:]
+            if not (ax + aw <= bx or bx + bw <= ax or ay + ah <= by or by + bh <= ay)]
+
+
 def _load(page, name):
     wf = json.loads((WORKFLOWS / f"{name}.json").read_text())
     return page.js(f"(async () => {{ await app.loadGraphData({json.dumps(wf)}, true, true, {json.dumps(name)});"
@@ -75,10 +82,7 @@ def test_workflow_loads_cleanly(page, name):
     for n in nodes:
         if n["type"].startswith("UniFusion"):
             assert n["title"] != n["type"], f"{n['type']} shows its class name"
-    boxes = [(n["id"], n["pos"][0], n["pos"][1] - 30, n["size"][0], n["size"][1] + 30) for n in nodes]  # + title bar
-    for i, (a, ax, ay, aw, ah) in enumerate(boxes):
-        for b, bx, by, bw, bh in boxes[i + 1:]:
-            assert ax + aw <= bx or bx + bw <= ax or ay + ah <= by or by + bh <= ay, f"{name}: nodes {a} and {b} overlap"
+    assert _overlapping(nodes) == [], f"{name}: overlapping nodes"
 
 
 def test_toy_verifi_workflow_runs_from_the_page(page, tmp_path):
@@ -89,10 +93,7 @@ def test_toy_verifi_workflow_runs_from_the_page(page, tmp_path):
                          " const w = n && n.widgets.find(w => w.name === 'rewritten'); return w && w.value; })()",
                          timeout=240)
     assert "circle" in text or "square" in text or "triangle" in text or "cross" in text, text
-    sizes = page.js("app.graph._nodes.map(n => [n.id, Array.from(n.pos), Array.from(n.size)])")
-    boxes = [(i, p[0], p[1] - 30, s[0], s[1] + 30) for i, p, s in sizes]  # after the run: the rewrite box shown
-    for k, (a, ax, ay, aw, ah) in enumerate(boxes):
-        for b, bx, by, bw, bh in boxes[k + 1:]:
-            assert ax + aw <= bx or bx + bw <= ax or ay + ah <= by or by + bh <= ay, f"nodes {a} and {b} overlap"
+    after = page.js("app.graph._nodes.map(n => ({id: n.id, pos: Array.from(n.pos), size: Array.from(n.size)}))")
+    assert _overlapping(after) == []  # after the run, with the rewrite shown on the VERIFI node
     page.screenshot(tmp_path / "toy_t2i_verifi.png")
     assert _ours(page.errors) == [], page.errors
