@@ -69,7 +69,7 @@ toy-train: $(STAMP)
 	$(PY) -m unifusion_core.toy.recipe --vlm unifusion_core/toy/models/unifusion-toy-vlm --out runs/toy --ship
 	$(PY) -m unifusion_core.toy.recipe --continue_from unifusion_core/toy/models/unifusion-toy.safetensors --out runs/stage2 --stage_steps 2100 --ship
 	$(PY) -m unifusion_core.toy curve runs/stage2/main
-	$(PY) -m unifusion_core.toy.recipe --continue_from unifusion_core/toy/models/unifusion-toy.safetensors --out runs/stage3 --stage_steps 3000 --stage_seed 12 --ship
+	$(PY) -m unifusion_core.toy.recipe --continue_from unifusion_core/toy/models/unifusion-toy.safetensors --out runs/stage3 --stage_steps 3500 --stage_seed 12 --ship
 	$(PY) -m unifusion_core.toy curve runs/stage3/main
 
 # the quality report of the shipped toy models (README "Toy models")
