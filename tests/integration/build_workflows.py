@@ -364,7 +364,8 @@ def thumbnail(name: str, ui: dict, demo_dir: Path) -> "Image.Image":
     draw = ImageDraw.Draw(card)
     font = ImageFont.load_default(size=26)
     small = ImageFont.load_default(size=17)
-    draw.text((20, 16), TEMPLATE_TITLES[name].split(" - ", 1)[1], fill=(235, 235, 235), font=font)
+    caption = TEMPLATE_TITLES[name].removeprefix("UniFusion-toy-").removeprefix("UniFusion-").replace("-", " ")
+    draw.text((20, 16), caption, fill=(235, 235, 235), font=font)
     if name in TOY_JOBS:
         jobs = [Image.open(demo_dir / f"{j}.png").convert("RGB") for j in TOY_JOBS[name]]
         main = jobs[-1].resize((288, 288), Image.NEAREST)

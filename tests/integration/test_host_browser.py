@@ -62,7 +62,7 @@ def _load(page, name):
 def test_template_browser_lists_every_workflow_with_a_readable_title_and_thumbnail(page, host):
     listed = host.get("/workflow_templates")
     module, ours = next((k, v) for k, v in listed.items() if "unifusion" in k.lower())
-    assert sorted(ours) == NAMES and all(" " in n and "_" not in n for n in ours)
+    assert sorted(ours) == NAMES and all("-" in n and " " not in n and "_" not in n for n in ours)
     # what the frontend fetches for each card: the workflow and its thumbnail (names URL-encoded by the page)
     got = page.js("Promise.all(" + json.dumps(ours) + ".map(async n => [n, (await fetch(app.api.apiURL("
                   "`/workflow_templates/" + module + "/${encodeURIComponent(n)}.json`))).status, (await fetch("

@@ -9,20 +9,21 @@ from __future__ import annotations
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 
 # workflow name (the API twin workflows/api/<name>.json) -> the UI file's name, which ComfyUI's template
-# browser shows as the template's title (workflows/<title>.json, thumbnail workflows/<title>.jpg)
+# browser shows as the template's title (workflows/<title>.json, thumbnail workflows/<title>.jpg); no spaces,
+# so shell tools and whitespace-split file lists handle them (the frontend shows the hyphens as they are)
 TEMPLATE_TITLES = {
-    "t2i": "UniFusion - text to image",
-    "edit": "UniFusion - edit an image",
-    "compose_two_refs": "UniFusion - compose two reference images",
-    "chain_two_edits": "UniFusion - a chain of two edits",
-    "t2i_custom_sampler": "UniFusion - text to image with a custom sampler",
-    "verifi_t2i": "UniFusion - text to image with VERIFI",
-    "verifi_edit": "UniFusion - edit with VERIFI",
-    "verifi_edit_the_rewrite": "UniFusion - edit with VERIFI and an editable rewrite",
-    "toy_t2i_verifi": "UniFusion toy - text to image with VERIFI",
-    "toy_t2i_raw": "UniFusion toy - text to image without VERIFI",
-    "toy_edit_chain": "UniFusion toy - an edit chain",
-    "toy_compose_two_refs": "UniFusion toy - compose two reference images",
+    "t2i": "UniFusion-text-to-image",
+    "edit": "UniFusion-edit-an-image",
+    "compose_two_refs": "UniFusion-compose-two-reference-images",
+    "chain_two_edits": "UniFusion-a-chain-of-two-edits",
+    "t2i_custom_sampler": "UniFusion-text-to-image-with-a-custom-sampler",
+    "verifi_t2i": "UniFusion-text-to-image-with-VERIFI",
+    "verifi_edit": "UniFusion-edit-with-VERIFI",
+    "verifi_edit_the_rewrite": "UniFusion-edit-with-VERIFI-and-an-editable-rewrite",
+    "toy_t2i_verifi": "UniFusion-toy-text-to-image-with-VERIFI",
+    "toy_t2i_raw": "UniFusion-toy-text-to-image-without-VERIFI",
+    "toy_edit_chain": "UniFusion-toy-an-edit-chain",
+    "toy_compose_two_refs": "UniFusion-toy-compose-two-reference-images",
 }
 VIRTUAL_NODES = {"Note", "MarkdownNote"}  # frontend-only: never in an API prompt
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
