@@ -42,7 +42,7 @@ def kept_states(cfg: UniFusionConfig, feats: Features, roles=PLAIN_ROLES, where:
     except UniFusionError as err:
         raise UniFusionError(f"{where} pools VLM layers {list(cfg.vlm.layers)}, but the features hold layers "
                              f"{list(feats.layers)}; extract them with the checkpoint's layers.") from err
-    if Role.GENERATED in roles and Role.INSTRUCTION not in roles and not bool((feats.roles == int(Role.GENERATED)).any()):
+    if Role.GENERATED in roles and not bool((feats.roles == int(Role.GENERATED)).any()):
         raise UniFusionError("VERIFI conditioning needs generated tokens (a VERIFI rewrite of the prompt), but these "
                              "features hold none; use plain (image + instruction) conditioning.")
     return feats.keep(roles)

@@ -73,8 +73,8 @@ class RefinerCache:
                 self.hits += 1
                 return out
         out = compute()
-        self.entries = [*self.entries, (context.detach().clone(), mask.clone(), dtype, weights, out.detach())]
-        self.entries = self.entries[-self.max_entries:]
+        self.entries.append((context.detach().clone(), mask.clone(), dtype, weights, out.detach()))
+        del self.entries[:-self.max_entries]
         return out
 
 

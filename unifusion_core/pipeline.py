@@ -119,7 +119,7 @@ class UniFusionPipeline:
         else:
             rewrites = list(rewrites)
             feats = self.vlm.teacher_force(vprompts, rewrites, self.config.vlm.layers)
-            texts = [r if isinstance(r, str) else t for r, t in zip(rewrites, feats.texts or [""] * len(rewrites))]
+            texts = [r if isinstance(r, str) else t for r, t in zip(rewrites, feats.texts)]  # given text as given
         cond, mask = self.condition(feats, VERIFI_ROLES)
         return cond, mask, texts
 

@@ -87,20 +87,7 @@ def test_weight_dtype_options(host, weight_dtype):
 
 def test_interrupt_stops_sampling_and_frees_nothing_stuck(host):
     """POST /interrupt mid-sampling ends the prompt as interrupted; the next prompt runs normally."""
-    import time
-    import uuid
-
-    code, body = host.post("/prompt", {"prompt": pixel_graph(steps=4000, seed=99), "client_id": str(uuid.uuid4())})
-    assert code == 200
-    pid = body["prompt_id"]
-    end = time.time() + 60
-    while not host.get("/queue")["queue_running"] and time.time() < end:
-        time.sleep(0.05)
-    time.sleep(1.0)
-    host.post("/interrupt", {})
-    while pid not in host.get(f"/history/{pid}") and time.time() < end:
-        time.sleep(0.1)
-    entry = host.get(f"/history/{pid}")[pid]
+    entry, _ = host.run_and_interrupt(pixel_graph(steps=4000, seed=99), after=1.0, timeout=60)
     assert entry["status"]["status_str"] == "error"
     assert any(ev == "execution_interrupted" for ev, _ in entry["status"]["messages"])
     (lat,) = host.latents(host.run_ok(pixel_graph(seed=100)))
@@ -118,23 +105,8 @@ def test_error_stock_empty_latent_into_the_pixel_model(host):
 def test_interrupt_at_a_huge_size_lands_within_seconds(host):
     """2048 x 2048 on the pixel model (262,144 latent tokens: one DiT block runs long): /interrupt ends the
     prompt within seconds (attention runs in query chunks with an interrupt check between them)."""
-    import time
-    import uuid
-
-    code, body = host.post("/prompt", {"prompt": pixel_graph(steps=20, seed=7, size=2048),
-                                       "client_id": str(uuid.uuid4())})
-    assert code == 200
-    pid = body["prompt_id"]
-    end = time.time() + 120
-    while not host.get("/queue")["queue_running"] and time.time() < end:
-        time.sleep(0.05)
-    time.sleep(8.0)  # well into sampling (the VLM and LAP take a fraction of a second)
-    t0 = time.time()
-    host.post("/interrupt", {})
-    while pid not in host.get(f"/history/{pid}") and time.time() < end:
-        time.sleep(0.1)
-    waited = time.time() - t0
-    entry = host.get(f"/history/{pid}")[pid]
+    # 8 s: well into sampling (the VLM and LAP take a fraction of a second)
+    entry, waited = host.run_and_interrupt(pixel_graph(steps=20, seed=7, size=2048), after=8.0, timeout=120)
     assert any(ev == "execution_interrupted" for ev, _ in entry["status"]["messages"]), entry["status"]
     assert waited < 10, f"the interrupt took {waited:.1f} s"
     (lat,) = host.latents(host.run_ok(pixel_graph(seed=101)))  # the host is fine afterwards

@@ -1,15 +1,13 @@
 """The VERIFI nodes through a real ComfyUI: the rewrite as STRING and as the node's UI text in /history,
 sampling seeds, re-conditioning on an edited rewrite, interrupt mid-decoding, one-sentence errors.
 (From Text of the Rewrite's own text = the Rewrite's conditioning: test_host_inprocess.py.)"""
-import time
-import uuid
 
 import numpy as np
 
 from graphs import edited, load_api
 from unifusion_core.toy.comfy_host import error_of
 
-REWRITE, PREVIEW = "3", "11"  # node ids in workflows/verifi_t2i.json
+REWRITE, PREVIEW = "3", "11"  # node ids in workflows/api/verifi_t2i.json
 
 
 def _text(entry, nid):
@@ -59,18 +57,7 @@ def test_edited_rewrite_reconditions(host):
 def test_interrupt_during_rewrite(host):
     """POST /interrupt while the VLM decodes a long rewrite ends the prompt as interrupted; the next runs."""
     graph = edited(load_api("verifi_t2i", pixel=True), **{REWRITE: {"max_new_tokens": 8192, "instruction": "long"}})
-    code, body = host.post("/prompt", {"prompt": graph, "client_id": str(uuid.uuid4())})
-    assert code == 200
-    pid, end = body["prompt_id"], time.time() + 120
-    while not host.get("/queue")["queue_running"] and time.time() < end:
-        time.sleep(0.05)
-    time.sleep(1.5)
-    start = time.time()
-    host.post("/interrupt", {})
-    while pid not in host.get(f"/history/{pid}") and time.time() < end:
-        time.sleep(0.05)
-    stopped = time.time() - start
-    entry = host.get(f"/history/{pid}")[pid]
+    entry, stopped = host.run_and_interrupt(graph, after=1.5, timeout=120)
     assert entry["status"]["status_str"] == "error"
     interrupted = [data for ev, data in entry["status"]["messages"] if ev == "execution_interrupted"]
     assert interrupted and interrupted[0]["node_type"] == "UniFusionVERIFIRewrite", entry["status"]["messages"]

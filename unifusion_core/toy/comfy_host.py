@@ -93,6 +93,24 @@ class ComfyHost:
             time.sleep(0.05)
         raise TimeoutError(f"prompt {pid} did not finish in {timeout}s")
 
+    def run_and_interrupt(self, prompt: dict, after: float, timeout: float = 120) -> tuple[dict, float]:
+        """Queue ``prompt``, POST /interrupt ``after`` seconds into its run -> (its /history entry, seconds
+        from the interrupt to the prompt's end)."""
+        code, body = self.post("/prompt", {"prompt": prompt, "client_id": str(uuid.uuid4())})
+        if code != 200:
+            raise RuntimeError(f"/prompt rejected the graph ({code}): {json.dumps(body)[:2000]}")
+        pid, end = body["prompt_id"], time.time() + timeout
+        while not self.get("/queue")["queue_running"] and time.time() < end:
+            time.sleep(0.05)
+        time.sleep(after)
+        start = time.time()
+        self.post("/interrupt", {})
+        while pid not in self.get(f"/history/{pid}"):
+            if time.time() > end:
+                raise TimeoutError(f"prompt {pid} did not end within {timeout}s (interrupted {time.time() - start:.0f}s ago)")
+            time.sleep(0.05)
+        return self.get(f"/history/{pid}")[pid], time.time() - start
+
     def run_ok(self, prompt: dict, timeout=300) -> dict:
         entry = self.run(prompt, timeout)
         if entry["status"]["status_str"] != "success":

@@ -73,45 +73,48 @@ def shared_cache_dir(manifest, kind: str, identity: dict) -> Path:
     return Path(manifest).resolve().parent / ".unifusion_cache" / f"{kind}-{digest}"
 
 
+def feature_cache_dir(tcfg, ucfg, vlm) -> Path:
+    """Where ``feature_cache: auto`` keeps a data set's VLM features on disk (the run and ``precompute``)."""
+    return shared_cache_dir(tcfg.manifest, "features", {"vlm": vlm.identity, "layers": list(ucfg.vlm.layers)})
+
+
 class BatchMaker:
     def __init__(self, tcfg, ucfg, ds: Dataset, vlm, vae=None, device="cpu"):
         self.tcfg, self.ucfg, self.ds, self.vlm, self.vae, self.device = tcfg, ucfg, ds, vlm, vae, device
-        self.feature_cache = TensorCache(self._feature_mode())  # kept VLM states, fp16, selected layers
+        self.feature_cache = self._feature_cache()  # kept VLM states, fp16, selected layers
         self.latent_cache = TensorCache(self._latent_mode())  # target latents (VAE encodes) per bucket
 
     # -- caches ---------------------------------------------------------------------------------------
     def _budget(self) -> float:
         return self.tcfg.ram_budget_gb * 1024 ** 3
 
-    def _feature_mode(self) -> str:
+    def _feature_cache(self) -> TensorCache:
         """``auto``: in memory when the whole data set's features fit the RAM budget, else on disk next to
         the manifest. The size is measured on a few records' real features (they stay cached)."""
         if self.tcfg.feature_cache != "auto":
-            return self.tcfg.feature_cache
+            return TensorCache(self.tcfg.feature_cache)
+        self.feature_cache = memory = TensorCache("memory")  # self.features() fills it with the probe
         probe = [i for i in range(len(self.ds.records)) if i not in self.ds.skipped][:4]
-        self.feature_cache = TensorCache("memory")
         per_record = 0.0
         for i in probe:
-            _, target, refs = self.ds.load(i)
-            mode = "verifi" if self.ds.records[i].rewrite is not None else "raw"
-            kept = self.features([(i, mode, target, refs)])[0]
+            j, target, refs = self.ds.load(i)
+            kept = self.features([(j, "verifi" if self.ds.records[j].rewrite is not None else "raw", target, refs)])[0]
             per_record += kept.numel() * kept.element_size() / len(probe)
         modes = 2 if any(r.rewrite is not None for r in self.ds.records) else 1  # VERIFI and raw prompts
         estimate = per_record * modes * len(self.ds.records)
         if estimate <= self._budget():
             log.info("feature cache: memory (%.2f GiB estimated for %d records, RAM budget %.1f GiB)",
                      estimate / 1024 ** 3, len(self.ds.records), self.tcfg.ram_budget_gb)
-            return "memory"
-        folder = shared_cache_dir(self.tcfg.manifest, "features",
-                                  {"vlm": self.vlm.identity, "layers": list(self.ucfg.vlm.layers)})
+            return memory
+        folder = feature_cache_dir(self.tcfg, self.ucfg, self.vlm)
         stored = len(list(folder.glob("*.safetensors"))) if folder.is_dir() else 0
         log.info("feature cache: disk at %s (%.2f GiB estimated for %d records > RAM budget %.1f GiB; %d stored "
                  "already)", folder, estimate / 1024 ** 3, len(self.ds.records), self.tcfg.ram_budget_gb, stored)
         disk = TensorCache(str(folder))
-        for key, value in self.feature_cache.memory.items():  # the probe's features
+        for key, value in memory.memory.items():  # the probe's features
             if not disk.has(key):
                 disk.put(key, value)
-        return str(folder)
+        return disk
 
     def _latent_mode(self) -> str:
         """``auto`` for VAE latents: memory when every target's latent at its bucket fits the budget."""

@@ -29,7 +29,7 @@ def precompute(t, batch: int = 64) -> int:
 
     from dataclasses import replace
 
-    from .batches import shared_cache_dir
+    from .batches import feature_cache_dir
 
     if t.feature_cache in ("online", "memory"):
         raise UniFusionError(f"precompute needs --feature_cache pointing at a folder (or 'auto': the shared "
@@ -37,8 +37,7 @@ def precompute(t, batch: int = 64) -> int:
     acc = Accelerator(cpu=not torch.cuda.is_available())  # the VLM on a GPU when there is one
     vlm, vae, ucfg, ds = _setup(t, acc)
     if t.feature_cache == "auto":  # the folder an 'auto' training run on this manifest and VLM uses on disk
-        t = replace(t, feature_cache=str(shared_cache_dir(t.manifest, "features", {
-            "vlm": vlm.identity, "layers": list(ucfg.vlm.layers)})))
+        t = replace(t, feature_cache=str(feature_cache_dir(t, ucfg, vlm)))
     maker = BatchMaker(t, ucfg, ds, vlm, vae, acc.device)
     todo = []
     for i, rec in enumerate(ds.records):
