@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -254,3 +255,82 @@ def test_features_over_the_ram_budget_go_to_a_shared_disk_cache_that_the_next_ru
     roomy = _train(_args(data, tmp_path / "c", max_steps=1, save_every=0), timeout=600)  # default budget: RAM
     assert roomy.returncode == 0 and "feature cache: memory" in roomy.stderr, roomy.stderr[-3000:]
     shutil.rmtree(cache_root, ignore_errors=True)
+
+
+# --- FSDP2 (--strategy fsdp) on 2 gloo processes -----------------------------------------------------
+
+LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+          str(ROOT / "unifusion_core" / "train" / "accelerate_configs" / "cpu_ddp.yaml")]
+
+
+def _fsdp_args(data, run_dir, **over):
+    # 8 steps of 2 x 2 samples, EMA decay 0.9 (far from the raw weights after 8 steps), grads clipped
+    return _args(data, run_dir, **{"max_steps": 8, "batch_size": 2, "save_every": 4, "ema_decay": 0.9,
+                                   "grad_clip": 0.5, "strategy": "fsdp", "device": "cpu", **over})
+
+
+def _losses(run_dir):
+    with (Path(run_dir) / "log.csv").open() as f:
+        return [float(r["loss"]) for r in csv.DictReader(f)]
+
+
+def _dcp_model(state_dir: Path) -> dict:
+    """The model entries of an FSDP state folder's DCP checkpoint, gathered (no process group)."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    out = state_dir / "full.pt"
+    dcp_to_torch_save(state_dir / "fsdp", out)
+    return torch.load(out, weights_only=False)["model"]
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(data, tmp_path_factory):
+    run = tmp_path_factory.mktemp("fsdp") / "run"
+    r = subprocess.run([*LAUNCH, "-m", "unifusion_core.train", *_fsdp_args(data, run)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600, env=ENV)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "FSDP2: " in r.stderr and "over 2 processes" in r.stderr
+    return run
+
+
+def test_fsdp_on_two_processes_equals_one_process(data, fsdp_run, tmp_path):
+    one = tmp_path / "one"  # the same 4 samples per step in one unsharded process
+    r = _train(_fsdp_args(data, one, batch_size=4, strategy="ddp"), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(list((fsdp_run / "state" / "step_0000008" / "fsdp").glob("*.distcp"))) == 2  # a shard per process
+    assert np.allclose(_losses(fsdp_run), _losses(one), rtol=1e-5), (_losses(fsdp_run), _losses(one))
+    raw_one = load_file(str(one / "state" / "step_0000008" / "model.safetensors"))
+    raw_two = _dcp_model(fsdp_run / "state" / "step_0000008")
+    assert raw_one.keys() == raw_two.keys(), (sorted(raw_one)[:3], sorted(raw_two)[:3])
+    assert max((raw_one[k] - raw_two[k]).abs().max().item() for k in raw_one) < 1e-5
+    ema_one, ema_two = (load_file(str(p / "unifusion.safetensors")) for p in (one, fsdp_run))
+    assert ema_one.keys() == ema_two.keys()
+    assert max((ema_one[k] - ema_two[k]).abs().max().item() for k in ema_one) < 1e-5
+    # ... and the exports hold the average, not the raw weights (the checkpoint names them lap.* / dit.*)
+    drift = max((ema_two[k] - raw_two[k]).abs().max().item() for k in raw_two if k in ema_two)
+    assert drift > 1e-3, drift
+
+
+def test_fsdp_kill_and_resume_is_bitwise_the_uninterrupted_run(data, fsdp_run, tmp_path):
+    run = tmp_path / "killed"
+    # rank 0 stops itself after logging step 6 (state saved at 4); rank 1 then waits in a collective
+    proc = subprocess.Popen([*LAUNCH, "-m", "unifusion_core.train", *_fsdp_args(data, run, pause_at_step=6)],
+                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 600
+        while not ((run / "log.csv").is_file() and _steps(run)[-1:] == [6]):
+            assert proc.poll() is None, f"the FSDP run ended (exit {proc.returncode}) before step 6"
+            assert time.time() < deadline, "the FSDP run did not reach step 6 in 10 minutes"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both processes
+        proc.wait()
+    assert (run / "state" / "latest").read_text() == "step_0000004" and not (run / "unifusion.safetensors").exists()
+    r = subprocess.run([*LAUNCH, "-m", "unifusion_core.train", *_fsdp_args(data, run)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600, env=ENV)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resumed from" in r.stderr and _steps(run) == list(range(1, 9))
+    a, b = load_file(str(fsdp_run / "unifusion.safetensors")), load_file(str(run / "unifusion.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bitwise on CPU
+    assert _losses(run) == _losses(fsdp_run)

@@ -2,9 +2,11 @@
 
 Legend: B batch, Lv tapped layers, T kept tokens, Dv VLM width, C latent channels, h/w latent size.
 
-Per micro-step and process, one generator seeded from (seed, micro_step, rank) decides everything
-random (recon batch or not, VERIFI or raw prompt, CFG dropout, sigma, noise), so a resumed run
-replays exactly what an uninterrupted one would have done.
+Everything random is a pure function of (seed, micro-step, position in the global batch): one
+generator per global micro-batch decides whether it is a reconstruction batch, and one per sample
+draws VERIFI or raw prompt, CFG dropout, sigma and noise. So a resumed run replays exactly what an
+uninterrupted one would have done, and N processes of batch B train on what one process of batch
+N x B would (the DDP/FSDP equality tests rely on it).
 """
 from __future__ import annotations
 
@@ -32,8 +34,10 @@ def training_shift(t, tokens: int) -> float:
     return t.shift or max(1.0, flow.resolution_shift(tokens))
 
 
-def step_generator(seed: int, micro_step: int, rank: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + micro_step) * 4099 + rank)
+def step_generator(seed: int, micro_step: int, index: int = -1) -> torch.Generator:
+    """The generator of global micro-batch ``micro_step`` (``index`` -1) or of its sample ``index``."""
+    digest = hashlib.blake2b(f"{seed}/{micro_step}/{index}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
 
 
 class TensorCache:
@@ -185,12 +189,15 @@ class BatchMaker:
 
     # -- the batch ------------------------------------------------------------------------------
     def make(self, indices, micro_step: int, rank: int) -> dict:
+        """Model inputs of this process's share ``indices`` (process ``rank``, equal shares) of global
+        micro-batch ``micro_step``."""
         t = self.tcfg
-        g = step_generator(t.seed, micro_step, rank)
-        recon_batch = float(torch.rand((), generator=g)) < t.recon_share
+        recon_batch = float(torch.rand((), generator=step_generator(t.seed, micro_step))) < t.recon_share
         size = self.ds.buckets[self.ds.assignment[indices[0]]]
+        first = rank * len(indices)  # this share's position in the global batch
+        gens = [step_generator(t.seed, micro_step, first + n) for n in range(len(indices))]
         items, x0 = [], []
-        for i in indices:
+        for i, g in zip(indices, gens):
             j, target, refs = self.ds.load(i)
             rec = self.ds.records[j]
             verifi = float(torch.rand((), generator=g)) < t.verifi_share and rec.rewrite is not None
@@ -207,8 +214,9 @@ class BatchMaker:
             mask[n, : k.shape[1]] = True
         x0 = torch.stack(x0)  # (B, C, h, w)
         shift = training_shift(t, x0.shape[-2] * x0.shape[-1] // self.ucfg.dit.patch_size ** 2)
-        sigma = flow.sample_sigmas(len(indices), shift=shift, mean=t.logit_mean, std=t.logit_std, generator=g)
-        noise = torch.randn(x0.shape, generator=g)
-        drop = torch.rand(len(indices), generator=g) < t.cfg_dropout
+        sigma = torch.cat([flow.sample_sigmas(1, shift=shift, mean=t.logit_mean, std=t.logit_std, generator=g)
+                           for g in gens])
+        noise = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in gens])
+        drop = torch.cat([torch.rand(1, generator=g) for g in gens]) < t.cfg_dropout
         return {k: v.to(self.device) for k, v in dict(hidden=hidden, mask=mask, x0=x0, sigma=sigma, noise=noise,
                                                        drop=drop).items()} | {"modes": [m for _, m, _, _ in items]}

@@ -57,6 +57,7 @@ class TrainConfig:
     grad_checkpointing: bool = False
     attention: str = "sdpa"  # DiT attention in training: "sdpa" (torch SDPA) | "eager" (faster backward on CPU)
     compile: bool = False
+    strategy: str = "ddp"  # several processes: "ddp" (replicated model) | "fsdp" (FSDP2, one shard unit per block)
     device: str = "auto"  # "auto" (CUDA when present, else CPU processes over gloo) | "cpu" (never a GPU)
     seed: int = 0
     logit_mean: float = 0.0
@@ -90,6 +91,8 @@ class TrainConfig:
             raise UniFusionError(f"mixed_precision must be 'no', 'bf16', 'fp16' or 'auto', found {self.mixed_precision!r}.")
         if self.attention not in ("sdpa", "eager"):
             raise UniFusionError(f"attention must be 'sdpa' or 'eager', found {self.attention!r}.")
+        if self.strategy not in ("ddp", "fsdp"):
+            raise UniFusionError(f"strategy must be 'ddp' or 'fsdp', found {self.strategy!r}.")
         if self.device not in ("auto", "cpu"):
             raise UniFusionError(f"device must be 'auto' or 'cpu', found {self.device!r}.")
         if self.decay not in ("cosine", "linear", "constant"):

@@ -14,14 +14,17 @@ from ..checkpoint import build_modules, save_checkpoint
 log = logging.getLogger(__name__)
 
 
-def save_state(acc, run_dir: Path, step: int, keep: int):
-    """accelerate.save_state into a temp folder, then rename: a crash never leaves a half state."""
+def save_state(acc, run_dir: Path, step: int, keep: int, also=None):
+    """accelerate.save_state into a temp folder, then rename: a crash never leaves a half state.
+    ``also(folder)``, when given, writes more into it on every process (the FSDP shards)."""
     states = run_dir / "state"
     tmp, final = states / f".tmp_step_{step:07d}", states / f"step_{step:07d}"
     if acc.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     acc.wait_for_everyone()
     acc.save_state(str(tmp), safe_serialization=True)
+    if also is not None:
+        also(tmp)
     acc.wait_for_everyone()
     if acc.is_main_process:
         (tmp / "step.json").write_text(json.dumps({"step": step}))
@@ -49,15 +52,22 @@ def latest_state(run_dir: Path):
 
 
 def export(acc, ucfg, trainable, ema, path: Path, step: int):
-    """Write the UniFusion checkpoint (EMA weights when EMA is on) that the nodes and pipeline load."""
-    state = acc.get_state_dict(trainable)  # full weights on the main process (FSDP gathers)
+    """Write the UniFusion checkpoint (EMA weights when EMA is on) that the nodes and pipeline load.
+    Every process calls it (a sharded model and EMA are gathered here, once); the main one writes."""
+    from .sharding import full_state, is_sharded
+
+    if is_sharded(trainable):
+        state = full_state(trainable)
+        shadow = ema.full_shadow(trainable) if ema is not None else None
+    else:
+        state, shadow = acc.get_state_dict(trainable), None  # full weights on the main process
     if not acc.is_main_process:
         return None
     pooler, dit = build_modules(ucfg)
     model = torch.nn.ModuleDict({"lap": pooler, "dit": dit})
     model.load_state_dict(state)
     if ema is not None:
-        ema.copy_to(model)
+        ema.copy_to(model, shadow)
     save_checkpoint(path, ucfg, model["lap"], model["dit"], extra={"train_steps": step})
     log.info("exported %s (step %d%s)", path, step, ", EMA weights" if ema is not None else "")
     return model

@@ -1,7 +1,8 @@
 """The training loop: flow matching of LAP + refiner + DiT on a frozen VLM, on accelerate.
 
-The same command runs 1 CPU process or N GPUs on M machines (DDP or FSDP through `accelerate
-launch --config_file`); see accelerate_configs/. Legend: B batch, T tokens, D width.
+The same command runs 1 CPU process or N GPUs on M machines (`accelerate launch --config_file`
+starts the processes, see accelerate_configs/); ``--strategy ddp`` replicates LAP + refiner + DiT,
+``--strategy fsdp`` shards them with FSDP2 (sharding.py). Legend: B batch, T tokens, D width.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from .batches import BatchMaker, training_shift
 from .config import TrainConfig
 from .data import Dataset, load_manifest, micro_batch
 from .ema import EMA
+from . import sharding
 from .state import export, latest_state, sample_grid, save_state
 
 log = logging.getLogger(__name__)
@@ -174,14 +176,17 @@ def _truncate_log(path: Path, step: int):
 
 
 def _check_ranks_agree(acc, trainable, run_dir: Path, step: int):
-    """Every process must end with the same weights; record their digests in run_dir/final_state.json."""
+    """Every process must end with the same weights; record their digests in run_dir/final_state.json.
+    (Sharded: the digest of the weights gathered from every process's shards.)"""
     import hashlib
     import json
 
     from accelerate.utils import gather_object
 
+    state = sharding.full_state(trainable) if sharding.is_sharded(trainable) else \
+        acc.unwrap_model(trainable).state_dict()
     h = hashlib.sha256()
-    for k, v in sorted(acc.unwrap_model(trainable).state_dict().items()):
+    for k, v in sorted(state.items()):
         h.update(k.encode())
         h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
     digests = gather_object([h.hexdigest()])
@@ -208,17 +213,24 @@ def train(t: TrainConfig) -> Path:
     vlm, vae, ucfg, ds = _setup(t, acc)
     maker = BatchMaker(t, ucfg, ds, vlm, vae, acc.device)
     trainable = _build_model(t, ucfg)
+    fsdp = t.strategy == "fsdp"
+    if fsdp:  # before the optimizer and the EMA: both hold the shards
+        sharding.shard(trainable, acc.device, t.mixed_precision)
     opt = torch.optim.AdamW(trainable.parameters(), lr=t.lr, betas=(0.9, 0.99), weight_decay=t.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(t))
     ema = EMA(trainable, t.ema_decay) if t.ema_decay > 0 else None
-    trainable, opt = acc.prepare(trainable, opt)
+    if not fsdp:  # DDP (several processes) or nothing; FSDP2 modules sync themselves
+        trainable, opt = acc.prepare(trainable, opt)
     acc.register_for_checkpointing(sched)
-    if ema is not None:
+    if ema is not None and not fsdp:
         acc.register_for_checkpointing(ema)
+    save_shards = (lambda folder: sharding.save(folder, trainable, opt, ema)) if fsdp else None
     step = 0
     found = latest_state(run_dir) if t.resume else None
     if found:
         acc.load_state(str(found[0]))
+        if fsdp:
+            sharding.load(found[0], trainable, opt, ema)
         step = found[1]
         if acc.is_main_process:
             _truncate_log(run_dir / "log.csv", step)
@@ -234,6 +246,8 @@ def train(t: TrainConfig) -> Path:
             m = step * t.grad_accum + micro
             b = maker.make(micro_batch(ds, m, t.seed, t.batch_size, acc.process_index, acc.num_processes),
                            m, acc.process_index)
+            if fsdp:  # reduce-scatter the gradients on the last micro-batch only
+                trainable.set_requires_gradient_sync(micro == t.grad_accum - 1)
             with acc.accumulate(trainable):
                 with acc.autocast():
                     loss, per = flow.flow_matching_loss(
@@ -241,9 +255,10 @@ def train(t: TrainConfig) -> Path:
                         b["mask"], b["sigma"], b["noise"], ucfg.sampling.multiplier)
                 acc.backward(loss)
                 if acc.sync_gradients:  # max_norm inf: measure the norm for the log, clip nothing
-                    grad_norm = acc.clip_grad_norm_(trainable.parameters(), t.grad_clip or float("inf"))
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+                    clip = sharding.clip_grad_norm_ if fsdp else acc.clip_grad_norm_
+                    grad_norm = clip(trainable.parameters(), t.grad_clip or float("inf"))
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
             meter.add(per, b["sigma"], grad_norm if acc.sync_gradients else 0.0)
         sched.step()
         step += 1
@@ -259,7 +274,7 @@ def train(t: TrainConfig) -> Path:
                 bar.set_postfix(loss=f"{row['loss']:.4f}", samples_s=f"{row['samples_per_s']:.1f}")
                 _log_row(run_dir / "log.csv", row)
         if t.save_every and step % t.save_every == 0 and step < t.max_steps:
-            save_state(acc, run_dir, step, t.keep_states)
+            save_state(acc, run_dir, step, t.keep_states, save_shards)
         if t.pause_at_step == step and acc.is_main_process and hasattr(signal, "SIGSTOP"):
             log.info("pausing at step %d (pause_at_step)", step)
             os.kill(os.getpid(), signal.SIGSTOP)
@@ -270,7 +285,7 @@ def train(t: TrainConfig) -> Path:
             if model is not None:
                 sample_grid(model, maker, run_dir / "samples" / f"step_{step:07d}.png", t.sample_steps)
     bar.close()
-    save_state(acc, run_dir, step, t.keep_states)
+    save_state(acc, run_dir, step, t.keep_states, save_shards)
     _check_ranks_agree(acc, trainable, run_dir, step)
     out = Path(t.export or run_dir / "unifusion.safetensors")
     model = export(acc, ucfg, trainable, ema, out, step)
