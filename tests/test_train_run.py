@@ -274,6 +274,23 @@ def _losses(run_dir):
         return [float(r["loss"]) for r in csv.DictReader(f)]
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (torchrun starts its workers in sessions of their own)."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
 def _dcp_model(state_dir: Path) -> dict:
     """The model entries of an FSDP state folder's DCP checkpoint, gathered (no process group)."""
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
@@ -315,8 +332,7 @@ def test_fsdp_kill_and_resume_is_bitwise_the_uninterrupted_run(data, fsdp_run, t
     run = tmp_path / "killed"
     # rank 0 stops itself after logging step 6 (state saved at 4); rank 1 then waits in a collective
     proc = subprocess.Popen([*LAUNCH, "-m", "unifusion_core.train", *_fsdp_args(data, run, pause_at_step=6)],
-                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 600
         while not ((run / "log.csv").is_file() and _steps(run)[-1:] == [6]):
@@ -324,7 +340,11 @@ def test_fsdp_kill_and_resume_is_bitwise_the_uninterrupted_run(data, fsdp_run, t
             assert time.time() < deadline, "the FSDP run did not reach step 6 in 10 minutes"
             time.sleep(0.2)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both processes
+        for pid in [proc.pid, *_descendants(proc.pid)]:  # the launcher and both processes
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         proc.wait()
     assert (run / "state" / "latest").read_text() == "step_0000004" and not (run / "unifusion.safetensors").exists()
     r = subprocess.run([*LAUNCH, "-m", "unifusion_core.train", *_fsdp_args(data, run)], cwd=ROOT,
