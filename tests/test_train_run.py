@@ -186,20 +186,24 @@ def test_flux16_training_with_folder_caches_and_grad_checkpointing(data, tmp_pat
 
 
 def test_precompute_fills_the_cache_the_trainer_reads_and_snapshots_feed_the_curve(data, tmp_path):
-    """`precompute` writes every record's features in every mode training draws; a run on that folder
-    computes none itself; --snapshot_every keeps exports that `toy curve` scores strictly."""
+    """`precompute` writes every record's features in every mode training draws, packed into shards; a run
+    on that folder computes none itself; --snapshot_every keeps exports that `toy curve` scores strictly."""
+    from unifusion_core.train.batches import TensorCache
+
     feats = tmp_path / "feats"
     pre = subprocess.run([sys.executable, "-m", "unifusion_core.train.precompute",
                           *_args(data, tmp_path / "pre", feature_cache=feats)], cwd=ROOT, env=ENV,
                          capture_output=True, text=True, timeout=600)
     assert pre.returncode == 0, pre.stderr[-3000:]
-    files = {p: p.stat().st_mtime_ns for p in feats.glob("*.safetensors")}
-    assert len(files) == 4 * 2 + 4  # T2I records: raw and VERIFI; edits (no rewrite): raw
+    assert "packed the loose features into 1 new shard(s)" in pre.stderr, pre.stderr[-3000:]
+    assert not list(feats.glob("*.safetensors"))  # all packed
+    files = {p: p.stat().st_mtime_ns for p in feats.rglob("*.safetensors")}
+    assert len(files) == 1 and len(TensorCache(str(feats))) == 4 * 2 + 4  # T2I: raw and VERIFI; edits: raw
     run = tmp_path / "run"
     r = _train(_args(data, run, feature_cache=feats, max_steps=2, save_every=0, snapshot_every=1, recon_share=0,
                      abs_pos_grid=4))
     assert r.returncode == 0, r.stderr[-3000:]
-    assert {p: p.stat().st_mtime_ns for p in feats.glob("*.safetensors")} == files  # nothing recomputed
+    assert {p: p.stat().st_mtime_ns for p in feats.rglob("*.safetensors")} == files  # nothing recomputed
     snaps = sorted(p.name for p in (run / "snapshots").glob("*.safetensors"))
     assert snaps == ["step_0000001.safetensors", "step_0000002.safetensors"]
     assert "dit.abs_pos" in load_file(str(run / "unifusion.safetensors"))

@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import time
 from pathlib import Path
 
 import torch
@@ -41,25 +43,78 @@ def step_generator(seed: int, micro_step: int, index: int = -1) -> torch.Generat
 
 
 class TensorCache:
-    """Tensors by key: "online" keeps nothing, "memory" a dict, any other value is a folder of
-    safetensors files (one per key), shareable between runs and processes."""
+    """Tensors by key: "online" keeps nothing, "memory" a dict, any other value is a folder on disk,
+    shareable between runs and processes.
+
+    On disk a value is first a loose safetensors file ``<key>.safetensors`` (written atomically, so
+    runs filling the same folder can read each other's); ``pack`` then moves the loose files into
+    shards ``shards/shard-*.safetensors`` of many keys each (written once, never changed, read
+    memory-mapped), which is what ``precompute`` leaves behind: a data set of millions of records is a
+    few hundred files, not millions. Readers find both; a value packed between a reader's check and its
+    read is looked up again in the shards."""
+
+    SHARD_BYTES = 512 * 1024 ** 2
 
     def __init__(self, mode: str):
         self.mode, self.memory = mode, {}
         self.folder = Path(mode) if mode not in ("online", "memory") else None
+        self.index: dict[str, Path] = {}  # key -> shard holding it
+        self._handles: dict[Path, object] = {}  # open (memory-mapped) shards
+        self._listed: set[str] = set()  # shard file names indexed
         if self.folder:
             self.folder.mkdir(parents=True, exist_ok=True)
 
+    @property
+    def shard_dir(self) -> Path:
+        return self.folder / "shards"
+
+    def _refresh(self) -> None:
+        """Index the shards written since the last look (one directory listing)."""
+        from safetensors import safe_open
+
+        try:
+            names = os.listdir(self.shard_dir)
+        except FileNotFoundError:
+            return
+        for name in sorted(set(names) - self._listed):
+            if name.startswith("shard-") and name.endswith(".safetensors"):
+                with safe_open(str(self.shard_dir / name), "pt") as f:
+                    self.index.update(dict.fromkeys(f.keys(), self.shard_dir / name))
+                self._listed.add(name)
+
+    def _loose(self, key) -> Path:
+        return self.folder / f"{key}.safetensors"
+
     def has(self, key) -> bool:
         """Whether ``key`` is stored, without reading it."""
-        return key in self.memory or bool(self.folder and (self.folder / f"{key}.safetensors").exists())
+        if key in self.memory or not self.folder:
+            return key in self.memory
+        if key in self.index or self._loose(key).exists():
+            return True
+        self._refresh()
+        return key in self.index
+
+    def _from_shard(self, key):
+        from safetensors import safe_open
+
+        path = self.index[key]
+        if path not in self._handles:
+            if len(self._handles) >= 64:  # keep few files open
+                self._handles.pop(next(iter(self._handles)))
+            self._handles[path] = safe_open(str(path), "pt")
+        return self._handles[path].get_tensor(key)
 
     def get(self, key):
         if key in self.memory:
             return self.memory[key]
-        if self.folder and (self.folder / f"{key}.safetensors").exists():
-            return load_file(str(self.folder / f"{key}.safetensors"))["t"]
-        return None
+        if not self.folder:
+            return None
+        if key not in self.index:
+            try:
+                return load_file(str(self._loose(key)))["t"]
+            except FileNotFoundError:  # not stored, or packed meanwhile
+                self._refresh()
+        return self._from_shard(key) if key in self.index else None
 
     def put(self, key, value: torch.Tensor):
         if self.mode == "memory":
@@ -67,7 +122,46 @@ class TensorCache:
         elif self.folder:
             tmp = self.folder / f".{key}.tmp"
             save_file({"t": value.contiguous()}, str(tmp))
-            tmp.replace(self.folder / f"{key}.safetensors")  # atomic: other processes may read it
+            tmp.replace(self._loose(key))  # atomic: other processes may read it
+
+    def __len__(self) -> int:
+        if not self.folder:
+            return len(self.memory)
+        self._refresh()
+        return len(self.index.keys() | {p.stem for p in self.folder.glob("*.safetensors")})
+
+    def pack(self, shard_bytes: int | None = None) -> int:
+        """Move the loose files into new shards of at most ``shard_bytes`` each (default SHARD_BYTES)
+        -> the number of shards written. Safe while other processes read or add loose files."""
+        if not self.folder:
+            return 0
+        limit, written = shard_bytes or self.SHARD_BYTES, 0
+        self.shard_dir.mkdir(exist_ok=True)
+        loose = sorted(self.folder.glob("*.safetensors"))
+
+        def flush(batch):
+            tmp = self.shard_dir / f".shard-{os.getpid()}.tmp"
+            save_file({k: v for k, (v, _) in batch.items()}, str(tmp))
+            tmp.replace(self.shard_dir / f"shard-{time.time_ns()}-{os.getpid()}.safetensors")
+            for _, path in batch.values():  # only now: every value is readable at every moment
+                path.unlink(missing_ok=True)
+
+        batch, size = {}, 0
+        for path in loose:
+            try:
+                value = load_file(str(path))["t"]
+            except FileNotFoundError:  # another packer took it
+                continue
+            batch[path.stem] = (value, path)
+            size += value.numel() * value.element_size()
+            if size >= limit:
+                flush(batch)
+                batch, size, written = {}, 0, written + 1
+        if batch:
+            flush(batch)
+            written += 1
+        self._refresh()
+        return written
 
 
 def shared_cache_dir(manifest, kind: str, identity: dict) -> Path:
@@ -111,10 +205,10 @@ class BatchMaker:
                      estimate / 1024 ** 3, len(self.ds.records), self.tcfg.ram_budget_gb)
             return memory
         folder = feature_cache_dir(self.tcfg, self.ucfg, self.vlm)
-        stored = len(list(folder.glob("*.safetensors"))) if folder.is_dir() else 0
+        disk = TensorCache(str(folder))
+        stored = len(disk)
         log.info("feature cache: disk at %s (%.2f GiB estimated for %d records > RAM budget %.1f GiB; %d stored "
                  "already)", folder, estimate / 1024 ** 3, len(self.ds.records), self.tcfg.ram_budget_gb, stored)
-        disk = TensorCache(str(folder))
         for key, value in memory.memory.items():  # the probe's features
             if not disk.has(key):
                 disk.put(key, value)

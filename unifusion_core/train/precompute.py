@@ -6,7 +6,9 @@
 Writes the kept VLM states of every record in every conditioning mode training draws (raw prompt,
 VERIFI rewrite where the record has one, reconstruction for recon records) under the keys the trainer
 uses, so a run (or several: a model and its ablations) pointed at the same folder never runs the VLM
-for them. Safe to run while a training run fills the same folder (writes are atomic).
+for them, then packs everything loose in the folder into shards (``TensorCache.pack``: safetensors
+files of up to 512 MiB, read memory-mapped). Safe to run while a training run fills or reads the same
+folder (writes are atomic, a packed value is found in its shard).
 """
 from __future__ import annotations
 
@@ -57,6 +59,9 @@ def precompute(t, batch: int = 64) -> int:
             maker.features(items)
         if (start // batch) % 20 == 0:
             log.info("%d / %d features (%.0f s)", start + len(items), len(todo), time.perf_counter() - t0)
+    shards = maker.feature_cache.pack()
+    log.info("packed the loose features into %d new shard(s) under %s (%d features stored)", shards,
+             maker.feature_cache.shard_dir, len(maker.feature_cache))
     return len(todo)
 
 
