@@ -77,7 +77,8 @@ def test_training_presets_layer_under_config_and_flags(tmp_path):
         t = parse_args(["--train_preset", name])
         assert t.preset == name and t.recon_share == 0.03 and t.verifi_share == 0.9 and t.mixed_precision == "bf16"
         assert set(values) <= {f for f in TrainConfig.__dataclass_fields__}
-    assert parse_args(["--train_preset", "paper"]).resolution == 1024
+    paper = parse_args(["--train_preset", "paper"])
+    assert (paper.resolution, paper.strategy) == (1024, "fsdp") and parse_args(["--train_preset", "base"]).strategy == "ddp"
     cfg = tmp_path / "run.json"
     cfg.write_text(json.dumps({"lr": 3e-4, "batch_size": 2}))
     t = parse_args(["--train_preset", "paper", "--config", str(cfg), "--batch_size", "1"])

@@ -11,11 +11,13 @@ width, per block: 2 S (4 D^2 + 3 D H) + 4 S^2 D (+ 12 D^2 for adaLN); the refine
 tokens; LAP over Tc tokens x Lv layers at its width W.
 
 Memory per GPU (bytes): fp32 master weights, gradients and two Adam moments (16 per trainable
-parameter), divided by the GPU count under FSDP, whole under DDP; plus a bf16 copy of the weights for
+parameter) and the EMA (4), divided by the GPU count under FSDP, whole under DDP; plus a bf16 copy of the weights for
 compute (FSDP: the GPU's shard and one gathered block, DDP: all); activations per sample and block in
 bf16 with a fused attention kernel (no S^2 scores kept), after Korthikanti et al. 2022: S (34 D + 6 H)
-bytes times 1.2 (what our block measures), or with checkpointing the 2 S D bytes of each block's input plus one block recomputed; the
-frozen VLM in bf16 unless the features come from a cache (``--features cached``). These are
+bytes times 1.2 (what our block measures), or with checkpointing the 2 S D bytes of each block's input plus one block recomputed,
+and as much again for the gradients of one block's activations during the backward; the
+frozen VLM in bf16 unless the features come from a cache (``--features cached``). ``--compute fp32``
+(a CPU run without autocast) keeps no bf16 copy and 4-byte activations. These are
 estimates of the dominant terms, not an allocator trace: leave headroom.
 """
 from __future__ import annotations
@@ -98,9 +100,11 @@ def count_params(cfg: UniFusionConfig) -> tuple[int, int]:
 
 def plan(cfg: UniFusionConfig, *, resolution: int, gpus: int, strategy: str, batch_per_gpu: int,
          cond_tokens: int, grad_checkpointing: bool, vlm_params: float, features: str, gpu_tflops: float,
-         mfu: float) -> Plan:
+         mfu: float, ema: bool = True, compute: str = "bf16") -> Plan:
     if strategy not in ("fsdp", "ddp"):
         raise UniFusionError(f"--strategy should be 'fsdp' or 'ddp', found {strategy!r}.")
+    if compute not in ("bf16", "fp32"):
+        raise UniFusionError(f"--compute should be 'bf16' or 'fp32', found {compute!r}.")
     if gpus < 1 or batch_per_gpu < 1 or resolution < 1:
         raise UniFusionError(f"--gpus, --batch_per_gpu and --resolution should be >= 1, found {gpus}, "
                              f"{batch_per_gpu}, {resolution}.")
@@ -112,13 +116,18 @@ def plan(cfg: UniFusionConfig, *, resolution: int, gpus: int, strategy: str, bat
     d, depth = cfg.dit.hidden_size, cfg.dit.depth
     h = swiglu_hidden(d, cfg.dit.mlp_ratio)
     s = n_lat + cond_tokens
-    per_block = activation_bytes_per_block(cfg, s)
+    value = 2 if compute == "bf16" else 4  # bytes per activation
+    per_block = activation_bytes_per_block(cfg, s, bytes_per_value=value)
     shard = gpus if strategy == "fsdp" else 1
+    sharded = ", sharded" if shard > 1 else ""
     largest_block = 12 * d * d + 3 * d * h  # parameters of one DiT block (attention + SwiGLU + adaLN)
     memory = {
-        "weights+grads+adam (fp32, sharded)" if shard > 1 else "weights+grads+adam (fp32)": 16 * trainable / shard,
-        "bf16 compute weights": 2 * (trainable / shard + largest_block if shard > 1 else trainable),
-        "activations": batch_per_gpu * (depth * 2 * s * d + per_block if grad_checkpointing else depth * per_block),
+        f"weights+grads+adam (fp32{sharded})": 16 * trainable / shard,
+        f"EMA (fp32{sharded})": 4 * trainable / shard if ema else 0,
+        "bf16 compute weights": 0 if compute == "fp32" else
+        2 * (trainable / shard + largest_block if shard > 1 else trainable),
+        "activations": batch_per_gpu * (depth * value * s * d + per_block if grad_checkpointing else depth * per_block),
+        "backward buffers": batch_per_gpu * per_block,  # one block's activation gradients at a time
         "frozen VLM (bf16)": 0 if features == "cached" else 2 * vlm_params,
     }
     step = train * batch_per_gpu / (gpu_tflops * 1e12 * mfu)
@@ -155,13 +164,15 @@ def main(argv=None) -> int:
                     help="cached: VLM features precomputed (python -m unifusion_core.train.precompute), no VLM in memory")
     ap.add_argument("--gpu_tflops", type=float, default=989.0, help="peak dense bf16 TFLOP/s per GPU (H100 SXM: 989)")
     ap.add_argument("--mfu", type=float, default=0.4)
+    ap.add_argument("--compute", default="bf16", choices=("bf16", "fp32"), help="fp32: no bf16 weight copy, 4-byte activations")
+    ap.add_argument("--no_ema", dest="ema", action="store_false", help="a run without an EMA (--ema_decay 0)")
     args = ap.parse_args(argv)
     try:
         cfg = UniFusionConfig.preset(args.preset, PAPER_VLM)
         pl = plan(cfg, resolution=args.resolution, gpus=args.gpus, strategy=args.strategy,
                   batch_per_gpu=args.batch_per_gpu, cond_tokens=args.cond_tokens,
                   grad_checkpointing=args.grad_checkpointing, vlm_params=args.vlm_params, features=args.features,
-                  gpu_tflops=args.gpu_tflops, mfu=args.mfu)
+                  gpu_tflops=args.gpu_tflops, mfu=args.mfu, ema=args.ema, compute=args.compute)
     except UniFusionError as err:
         print(f"error: {err}")
         return 2

@@ -28,10 +28,11 @@ TRAIN_PRESETS: dict[str, dict] = {
     # ~2B DiT: 512 px first (then 1024 with --init_from), activation checkpointing
     "base": dict(_COMMON, preset="base", resolution=512, batch_size=16, grad_accum=2, max_steps=100_000,
                  grad_checkpointing=True),
-    # ~8B DiT with an 8B VLM at 1024 px: FSDP over 8+ GPUs, checkpointing, VLM features precomputed
-    # (python -m unifusion_core.train.precompute) so VLM and DiT are never in memory together
+    # ~8B DiT with an 8B VLM at 1024 px: FSDP2 over 8+ GPUs (accelerate_configs/fsdp.yaml), checkpointing,
+    # VLM features precomputed (python -m unifusion_core.train.precompute) so VLM and DiT are never in
+    # memory together
     "paper": dict(_COMMON, preset="paper", resolution=1024, batch_size=4, grad_accum=4, max_steps=100_000,
-                  grad_checkpointing=True),
+                  grad_checkpointing=True, strategy="fsdp"),
 }
 
 EDIT_STEPS = 11_000  # the paper's single-reference edit fine-tune ("roughly 11k steps")
