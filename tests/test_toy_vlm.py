@@ -80,3 +80,24 @@ def test_training_reduces_loss(folder):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_augment_drops_only_function_words_and_never_touches_heldout_phrasing():
+    from unifusion_core.toy.vlm_train import FUNCTION_WORDS, augment, make_prompt
+
+    rng = random.Random(0)
+    dropped = 0
+    for _ in range(200):
+        scene = random_scene(rng)
+        text = paraphrase(scene, rng, "train")
+        out = augment(text, rng)
+        assert [w for w in out.split() if w not in FUNCTION_WORDS] == \
+            [w for w in text.split() if w not in FUNCTION_WORDS]  # content words, in order
+        dropped += len(text.split()) - len(out.split())
+    assert dropped > 100  # it does drop words
+    for task in ("t2i", "edit"):  # the held-out split is the measuring stick: never perturbed
+        a, b = random.Random(5), random.Random(5)
+        assert make_prompt(task, a, "heldout", augment_share=1.0)[0] == make_prompt(task, b, "heldout")[0]
+        changed = sum(make_prompt(task, random.Random(seed), "train", augment_share=1.0)[0].instruction
+                      != make_prompt(task, random.Random(seed), "train")[0].instruction for seed in range(20))
+        assert changed >= 5, changed

@@ -65,13 +65,26 @@ class VLMTrainConfig:
     max_steps: int = 0  # 0: until ``minutes`` run out
     threads: int = 1  # the 2 cores are shared: OpenMP spin-waits collapse when oversubscribed
     init_from: str = ""  # a toy VLM folder to continue from (its steps and minutes add up)
+    augment: float = 0.0  # share of T2I / edit requests perturbed by ``augment`` (train phrasing only)
 
 
 # --------------------------------------------------------------------------------------------------
 # examples
 # --------------------------------------------------------------------------------------------------
 
-def make_prompt(task: str, rng: random.Random, split: str = "train") -> tuple[Prompt, Scene]:
+FUNCTION_WORDS = frozenset({"a", "an", "the", "is", "there"})
+
+
+def augment(text: str, rng: random.Random) -> str:
+    """A perturbed training request with the same meaning: each function word dropped with
+    probability 0.3, every other word kept in its place. Only ever applied to train-split phrasing;
+    no reordering (a reordered train frame could come close to a held-out one, see lexicon.py)."""
+    kept = [w for w in text.split() if w not in FUNCTION_WORDS or rng.random() >= 0.3]
+    return " ".join(kept) or text
+
+
+def make_prompt(task: str, rng: random.Random, split: str = "train", augment_share: float = 0.0
+                ) -> tuple[Prompt, Scene]:
     """One example of ``task``: the prompt with its answer in ``generated``, and the target scene."""
     if task == "caption":
         scene = random_scene(rng)
@@ -79,12 +92,12 @@ def make_prompt(task: str, rng: random.Random, split: str = "train") -> tuple[Pr
                       generated=describe(scene)), scene
     if task == "t2i":
         ex = t2i_example(rng, split, canonical_share=0.2 if split == "train" else 0.0)
-        return Prompt(ex["prompts"][0], system_prompt("t2i"), generated=ex["rewrite"]), \
-            Scene.from_json(ex["target"])
+        return Prompt(_maybe_augment(ex["prompts"][0], rng, split, augment_share), system_prompt("t2i"),
+                      generated=ex["rewrite"]), Scene.from_json(ex["target"])
     if task == "edit":
         ex = edit_example(rng, split=split)
         source = Scene.from_json(ex["refs"][0])
-        return Prompt(ex["prompts"][0], system_prompt("edit"), [render(source)],
+        return Prompt(_maybe_augment(ex["prompts"][0], rng, split, augment_share), system_prompt("edit"), [render(source)],
                       generated=ex["rewrite"]), Scene.from_json(ex["target"])
     if task == "pick":
         scenes = [random_scene(rng), random_scene(rng)]
@@ -96,6 +109,10 @@ def make_prompt(task: str, rng: random.Random, split: str = "train") -> tuple[Pr
         return Prompt(ex["prompts"][0], system_prompt("multi_ref"), [render(Scene.from_json(r)) for r in ex["refs"]],
                       generated=ex["rewrite"]), Scene.from_json(ex["target"])
     raise ValueError(f"task should be one of {TASKS}, found {task!r}.")
+
+
+def _maybe_augment(text: str, rng: random.Random, split: str, share: float) -> str:
+    return augment(text, rng) if split == "train" and share > 0 and rng.random() < share else text
 
 
 def encode_example(encoder: VLMEncoder, prompt: Prompt) -> dict:
@@ -126,7 +143,7 @@ def collate(examples: list[dict], pad_id: int) -> dict:
 
 def sample_batch(encoder: VLMEncoder, rng: random.Random, cfg: VLMTrainConfig) -> dict:
     tasks = rng.choices(TASKS, weights=cfg.mix, k=cfg.batch_size)
-    examples = [encode_example(encoder, make_prompt(t, rng)[0]) for t in tasks]
+    examples = [encode_example(encoder, make_prompt(t, rng, augment_share=cfg.augment)[0]) for t in tasks]
     return collate(examples, encoder.tokenizer.pad_token_id)
 
 
@@ -273,6 +290,8 @@ def parse_args(argv=None) -> VLMTrainConfig:
                    help=f"task weights, comma-separated, in the order {','.join(TASKS)}")
     p.add_argument("--init-from", default=d.init_from, help="continue training this toy VLM folder")
     p.add_argument("--no-bf16", dest="bf16", action="store_false")
+    p.add_argument("--augment", type=float, default=d.augment,
+                   help="share of T2I / edit requests with function words dropped and sentences shuffled")
     a = p.parse_args(argv)
     try:
         mix = tuple(float(w) for w in a.mix.split(","))
@@ -282,4 +301,5 @@ def parse_args(argv=None) -> VLMTrainConfig:
         p.error(f"--mix should be {len(TASKS)} non-negative weights ({','.join(TASKS)}), found {a.mix!r}")
     return VLMTrainConfig(out=a.out, minutes=a.minutes, preset=a.preset, batch_size=a.batch_size,
                           lr=a.lr, max_steps=a.max_steps, seed=a.seed, log_every=a.log_every, bf16=a.bf16,
-                          threads=a.threads, warmup_steps=a.warmup_steps, init_from=a.init_from, mix=mix)
+                          threads=a.threads, warmup_steps=a.warmup_steps, init_from=a.init_from, mix=mix,
+                          augment=a.augment)
