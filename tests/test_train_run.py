@@ -175,11 +175,19 @@ def test_flux16_training_with_folder_caches_and_grad_checkpointing(data, tmp_pat
     r = _train(args)
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(list(feats.glob("*.safetensors"))) >= 8 and len(list(lats.glob("*.safetensors"))) == 8
-    stamp = {p: p.stat().st_mtime_ns for p in lats.glob("*.safetensors")}
+    # precompute completes the caches and packs what the run left loose into shards
+    from unifusion_core.train.batches import TensorCache
+
+    pre = subprocess.run([sys.executable, "-m", "unifusion_core.train.precompute", *args], cwd=ROOT, env=ENV,
+                         capture_output=True, text=True, timeout=600)
+    assert pre.returncode == 0, pre.stderr[-3000:]
+    assert "packed the loose latents into 1 new shard(s)" in pre.stderr, pre.stderr[-3000:]
+    assert not list(lats.glob("*.safetensors")) and len(TensorCache(str(lats))) == 8
+    stamp = {p: p.stat().st_mtime_ns for p in lats.rglob("*.safetensors")}
     r = _train(_args(data, tmp_path / "again", latent_format="flux16", vae=tmp_path / "ae.safetensors",
                      max_steps=2, save_every=0, feature_cache=feats, latent_cache=lats))
     assert r.returncode == 0, r.stderr[-3000:]
-    assert {p: p.stat().st_mtime_ns for p in lats.glob("*.safetensors")} == stamp  # reused, not re-encoded
+    assert {p: p.stat().st_mtime_ns for p in lats.rglob("*.safetensors")} == stamp  # reused, not re-encoded
     pipe = UniFusionPipeline.from_files(run / "unifusion.safetensors", data / "vlm", tmp_path / "ae.safetensors")
     assert pipe.config.sampling.latent_format == "flux16"
     assert pipe(Request("red block top left", width=16, height=16, steps=2)).images.shape == (1, 16, 16, 3)

@@ -6,7 +6,8 @@
 Writes the kept VLM states of every record in every conditioning mode training draws (raw prompt,
 VERIFI rewrite where the record has one, reconstruction for recon records) under the keys the trainer
 uses, so a run (or several: a model and its ablations) pointed at the same folder never runs the VLM
-for them, then packs everything loose in the folder into shards (``TensorCache.pack``: safetensors
+for them (and, for a flux16 model with a latent cache folder, the targets' VAE latents), then packs
+everything loose in the folders into shards (``TensorCache.pack``: safetensors
 files of up to 512 MiB, read memory-mapped). Safe to run while a training run fills or reads the same
 folder (writes are atomic, a packed value is found in its shard).
 """
@@ -62,6 +63,14 @@ def precompute(t, batch: int = 64) -> int:
     shards = maker.feature_cache.pack()
     log.info("packed the loose features into %d new shard(s) under %s (%d features stored)", shards,
              maker.feature_cache.shard_dir, len(maker.feature_cache))
+    if vae is not None and maker.latent_cache.folder:  # flux16: the target latents too, with the VAE
+        for i in range(len(ds.records)):
+            if i not in ds.skipped:
+                j, target, _ = ds.load(i)
+                maker.to_model_space(j, target, ds.buckets[ds.assignment[j]])
+        shards = maker.latent_cache.pack()
+        log.info("packed the loose latents into %d new shard(s) under %s (%d latents stored)", shards,
+                 maker.latent_cache.shard_dir, len(maker.latent_cache))
     return len(todo)
 
 
