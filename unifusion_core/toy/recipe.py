@@ -22,12 +22,13 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from .shipped import CHECKPOINT, MODELS_DIR
+from .shipped import CHECKPOINT, MODELS_DIR, VLM_DIR
 from .tasks import write_dataset
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,30 @@ def continue_stage(args) -> int:
     if args.ship:
         CHECKPOINT.write_bytes((out / "main" / "unifusion.safetensors").read_bytes())
         log.info("shipped %s", CHECKPOINT)
+        if Path(args.vlm).resolve() != VLM_DIR.resolve():  # the DiT was trained on this VLM: they go together
+            _ship_vlm(Path(args.vlm))
     return 0
+
+
+def _ship_vlm(src: Path) -> None:
+    """Replace the shipped toy VLM folder with ``src`` (written beside it first, then swapped in)."""
+    new, old = VLM_DIR.with_name(VLM_DIR.name + ".new"), VLM_DIR.with_name(VLM_DIR.name + ".old")
+    shutil.rmtree(new, ignore_errors=True)
+    shutil.copytree(src, new)
+    history = VLM_DIR / "train.log"  # the earlier stages' logs stay, the new one appended
+    log_new = src.parent / "train.log"
+    if history.is_file():
+        lines = [ln for ln in log_new.read_text().splitlines() if ln.startswith(("step ", "saved "))] \
+            if log_new.is_file() else []
+        text = history.read_text().rstrip("\n")
+        n = sum(ln.startswith("# stage ") for ln in text.splitlines()) + 1
+        (new / "train.log").write_text(text + f"\n# stage {n} (--init-from stage {n - 1}, trained as {src})\n"
+                                       + "".join(ln + "\n" for ln in lines))
+    shutil.rmtree(old, ignore_errors=True)
+    VLM_DIR.rename(old)
+    new.rename(VLM_DIR)
+    shutil.rmtree(old)
+    log.info("shipped %s (from %s)", VLM_DIR, src)
 
 
 def main(argv=None) -> int:
@@ -137,7 +161,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no_ablations", action="store_true")
     ap.add_argument("--ship", action="store_true", help=f"copy the results to {MODELS_DIR}")
     stage = ap.add_argument_group("a further stage of an existing checkpoint (instead of the recipe from scratch)")
-    stage.add_argument("--continue_from", default="", help="checkpoint to continue (e.g. the shipped one)")
+    stage.add_argument("--continue_from", default="", help="checkpoint to continue (e.g. the shipped one); with "
+                       "--ship and another --vlm than the shipped one, that VLM is shipped too")
     stage.add_argument("--stage_steps", type=int, default=4000)
     stage.add_argument("--stage_t2i", type=int, default=20000, help="T2I scenes (plus 40%% as many edits)")
     stage.add_argument("--stage_seed", type=int, default=11, help="data seed (each stage its own)")
