@@ -101,7 +101,8 @@ def continue_stage(args) -> int:
     (``python -m unifusion_core.toy curve OUT/main``)."""
     out, t0 = Path(args.out), time.time()
     out.mkdir(parents=True, exist_ok=True)
-    data = _dataset(out / "data", t2i=args.stage_t2i, edit=args.stage_t2i * 2 // 5, recon=args.stage_t2i * 3 // 100,
+    edits = args.stage_edits if args.stage_edits >= 0 else args.stage_t2i * 2 // 5
+    data = _dataset(out / "data", t2i=args.stage_t2i, edit=edits, recon=args.stage_t2i * 3 // 100,
                     size=32, seed=args.stage_seed)
     flags = {"manifest": data, "vlm": args.vlm, "preset": "toy", "resolution": 32, "buckets": "1:1",
              "feature_cache": out / "features", "verifi_share": args.verifi_share}
@@ -164,7 +165,8 @@ def main(argv=None) -> int:
     stage.add_argument("--continue_from", default="", help="checkpoint to continue (e.g. the shipped one); with "
                        "--ship and another --vlm than the shipped one, that VLM is shipped too")
     stage.add_argument("--stage_steps", type=int, default=4000)
-    stage.add_argument("--stage_t2i", type=int, default=20000, help="T2I scenes (plus 40%% as many edits)")
+    stage.add_argument("--stage_t2i", type=int, default=20000, help="T2I scenes")
+    stage.add_argument("--stage_edits", type=int, default=-1, help="single-reference edits (-1: 40%% of --stage_t2i)")
     stage.add_argument("--stage_seed", type=int, default=11, help="data seed (each stage its own)")
     stage.add_argument("--abs_pos_grid", type=int, default=8, help="learned absolute position table (-1: keep)")
     args = ap.parse_args(argv)
