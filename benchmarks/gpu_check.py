@@ -12,7 +12,8 @@
 4. real trainer steps with FSDP2 on this one GPU (``--strategy fsdp``, a process group of one): the
    ``small`` preset on pixel latents at 128^2 (4096 latent tokens, the token count of 1024^2 on FLUX
    latents), batch 2, bf16, activation checkpointing, EMA, a sharded state save and the gathered export,
-   on synthetic data with a tiny random VLM: seconds per step, MFU, peak memory against the planner.
+   on synthetic data with a tiny random VLM whose features ``precompute`` writes first (the run keeps
+   the VLM on the CPU, ``--vlm_device cpu``): seconds per step, MFU, peak memory against the planner.
 Every line is also printed.
 """
 from __future__ import annotations
@@ -117,6 +118,7 @@ def vlm_extraction(dev, out, smoke: bool):
 def fsdp_trainer_steps(dev, out, smoke: bool, peak: float):
     import csv
     import json
+    import subprocess
     import tempfile
 
     import numpy as np
@@ -143,7 +145,13 @@ def fsdp_trainer_steps(dev, out, smoke: bool, peak: float):
                         latent_format="pixel", resolution=res, buckets="1:1", batch_size=batch, max_steps=steps,
                         warmup_steps=1, log_every=1, save_every=0, keep_states=1, sample_steps=1, strategy="fsdp",
                         mixed_precision="bf16" if dev.type == "cuda" else "no", grad_checkpointing=True,
-                        feature_cache="memory", recon_share=0, device="auto" if dev.type == "cuda" else "cpu")
+                        feature_cache=str(tmp / "features"), recon_share=0, vlm_device="cpu",
+                        device="auto" if dev.type == "cuda" else "cpu")
+        t.dump(tmp / "run.json")  # the VLM alone first, in its own process (the CLI a user runs); the
+        pre = subprocess.run([sys.executable, "-m", "unifusion_core.train.precompute", "--config", str(tmp / "run.json")],
+                             capture_output=True, text=True, timeout=600)  # run then keeps the VLM on the CPU
+        if pre.returncode:
+            raise SystemExit(f"precompute failed: {pre.stderr[-2000:]}")
         if dev.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
@@ -161,7 +169,7 @@ def fsdp_trainer_steps(dev, out, smoke: bool, peak: float):
             str(next(Path(vlm).glob("*.safetensors")))).values())
         n_cond = 24  # about what the tiny VLM's tokenizer makes of these prompts (kept tokens)
         pl = plan(cfg, resolution=res, gpus=1, strategy="fsdp", batch_per_gpu=batch, cond_tokens=n_cond,
-                  grad_checkpointing=True, vlm_params=vlm_params, features="online", gpu_tflops=peak / 1e12, mfu=1)
+                  grad_checkpointing=True, vlm_params=vlm_params, features="cached", gpu_tflops=peak / 1e12, mfu=1)
     tflops = pl.flops_train * per_s
     out(f"fsdp2_trainer_{preset}_{res}px = {batch / per_s:.3f} s/step  [batch {batch}, {pl.tokens_latent} latent tokens, "
         f"{(pl.params_dit + pl.params_lap) / 1e9:.2f} B params, {per_s:.2f} samples/s = {tflops / 1e12:.1f} TFLOP/s = "

@@ -100,3 +100,12 @@ def test_config_file_and_overrides(tmp_path):
         parse_args(["--config", str(cfg)])
     with pytest.raises(UniFusionError, match="cfg_dropout must lie in"):
         TrainConfig(cfg_dropout=2.0)
+
+
+@pytest.mark.parametrize("field,value,expected", [("vlm_device", "gpu", "vlm_device must be 'auto' or 'cpu', found 'gpu'"),
+                                                 ("strategy", "tp", "strategy must be 'ddp' or 'fsdp', found 'tp'")])
+def test_bad_placement_settings_are_one_sentence(field, value, expected):
+    from unifusion_core.train.config import TrainConfig
+
+    with pytest.raises(UniFusionError, match=expected):
+        TrainConfig(**{field: value})

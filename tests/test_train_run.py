@@ -209,8 +209,9 @@ def test_precompute_fills_the_cache_the_trainer_reads_and_snapshots_feed_the_cur
     assert len(files) == 1 and len(TensorCache(str(feats))) == 4 * 2 + 4  # T2I: raw and VERIFI; edits: raw
     run = tmp_path / "run"
     r = _train(_args(data, run, feature_cache=feats, max_steps=2, save_every=0, snapshot_every=1, recon_share=0,
-                     abs_pos_grid=4))
+                     abs_pos_grid=4, vlm_device="cpu"))
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "frozen VLM on cpu" in r.stderr
     assert {p: p.stat().st_mtime_ns for p in feats.rglob("*.safetensors")} == files  # nothing recomputed
     snaps = sorted(p.name for p in (run / "snapshots").glob("*.safetensors"))
     assert snaps == ["step_0000001.safetensors", "step_0000002.safetensors"]

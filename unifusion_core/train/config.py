@@ -59,6 +59,8 @@ class TrainConfig:
     compile: bool = False
     strategy: str = "ddp"  # several processes: "ddp" (replicated model) | "fsdp" (FSDP2, one shard unit per block)
     device: str = "auto"  # "auto" (CUDA when present, else CPU processes over gloo) | "cpu" (never a GPU)
+    vlm_device: str = "auto"  # "auto": the training device | "cpu": the frozen VLM stays off the GPU (after
+    # precompute it only runs for sample grids and features the cache lacks), so VLM and DiT never share it
     seed: int = 0
     logit_mean: float = 0.0
     logit_std: float = 1.0
@@ -95,6 +97,8 @@ class TrainConfig:
             raise UniFusionError(f"strategy must be 'ddp' or 'fsdp', found {self.strategy!r}.")
         if self.device not in ("auto", "cpu"):
             raise UniFusionError(f"device must be 'auto' or 'cpu', found {self.device!r}.")
+        if self.vlm_device not in ("auto", "cpu"):
+            raise UniFusionError(f"vlm_device must be 'auto' or 'cpu', found {self.vlm_device!r}.")
         if self.decay not in ("cosine", "linear", "constant"):
             raise UniFusionError(f"decay must be 'cosine', 'linear' or 'constant', found {self.decay!r}.")
 

@@ -38,7 +38,7 @@ def precompute(t, batch: int = 64) -> int:
         raise UniFusionError(f"precompute needs --feature_cache pointing at a folder (or 'auto': the shared "
                              f"cache next to the manifest), found {t.feature_cache!r}.")
     acc = Accelerator(cpu=not torch.cuda.is_available())  # the VLM on a GPU when there is one
-    vlm, vae, ucfg, ds = _setup(t, acc)
+    vlm, vae, ucfg, ds = _setup(replace(t, vlm_device="auto"), acc)  # --vlm_device is the training run's
     if t.feature_cache == "auto":  # the folder an 'auto' training run on this manifest and VLM uses on disk
         t = replace(t, feature_cache=str(feature_cache_dir(t, ucfg, vlm)))
     maker = BatchMaker(t, ucfg, ds, vlm, vae, acc.device)

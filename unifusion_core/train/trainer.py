@@ -90,7 +90,9 @@ def lr_lambda(t: TrainConfig):
 def _setup(t: TrainConfig, acc):
     from ..vlm import load_vlm
 
-    vlm = load_vlm(t.vlm, device=acc.device, dtype="bf16" if acc.device.type == "cuda" else None)
+    vlm_device = acc.device if t.vlm_device == "auto" else torch.device("cpu")
+    vlm = load_vlm(t.vlm, device=vlm_device, dtype="bf16" if acc.device.type == "cuda" else None)
+    log.info("frozen VLM on %s", vlm_device)
     ucfg = model_config(t, vlm)
     vae = None
     if ucfg.sampling.latent_format == "flux16":
