@@ -1,27 +1,27 @@
-"""The toy recipe's shipping of a further stage: a DiT trained on a new VLM ships with that VLM."""
+"""A further toy stage on a new VLM: the VLM keeps its training history and ships with the DiT."""
+import logging
+
 from unifusion_core.toy import recipe
+from unifusion_core.toy.vlm_train import VLMTrainConfig, train
 
 
-def test_ship_vlm_swaps_the_folder_and_keeps_the_training_history(tmp_path, monkeypatch):
+def test_a_vlm_stage_continues_the_log_and_ships_with_it(tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO)  # what the CLI sets: the stage's log lines reach train.log
+    first, second = tmp_path / "runs" / "vlm1", tmp_path / "runs" / "vlm2"
+    train(VLMTrainConfig(out=str(first), preset="test", max_steps=2, log_every=1, batch_size=2))
+    train(VLMTrainConfig(out=str(second), preset="test", max_steps=3, log_every=1, batch_size=2, init_from=str(first)))
+    log = (second / "train.log").read_text().splitlines()
+    heads = [ln for ln in log if ln.startswith("# stage ")]
+    assert [h.split(" (")[0] for h in heads] == ["# stage 1", "# stage 2"] and "--init-from stage 1" in heads[1]
+    assert log[:len((first / "train.log").read_text().splitlines())] == (first / "train.log").read_text().splitlines()
+    assert [ln.split()[1] for ln in log[log.index(heads[1]) + 1:] if ln.startswith("step ")] == ["1", "2", "3"]
+
     shipped = tmp_path / "models" / "unifusion-toy-vlm"
     shipped.mkdir(parents=True)
-    (shipped / "model.safetensors").write_bytes(b"old weights")
     (shipped / "stale.json").write_text("{}")
-    (shipped / "train.log").write_text("# stage 1 (from scratch)\nstep 20  0.2 min  loss 4.3\n"
-                                       "# stage 2 (--init-from stage 1)\nstep 40  0.4 min  loss 2.0\n")
-    run = tmp_path / "runs" / "vlm4"
-    (run / "vlm").mkdir(parents=True)
-    (run / "vlm" / "model.safetensors").write_bytes(b"new weights")
-    (run / "train.log").write_text("Loading weights: 100%\nstep 20  0.3 min  loss 0.1\nsaved runs/vlm4/vlm (step 20)\n")
     monkeypatch.setattr(recipe, "VLM_DIR", shipped)
-
-    recipe._ship_vlm(run / "vlm")
-
-    assert (shipped / "model.safetensors").read_bytes() == b"new weights"
+    recipe._ship_vlm(second)
+    assert (shipped / "model.safetensors").read_bytes() == (second / "model.safetensors").read_bytes()
+    assert (shipped / "train.log").read_text() == (second / "train.log").read_text()
     assert not (shipped / "stale.json").exists()  # the folder is the new one, not a merge
-    log = (shipped / "train.log").read_text().splitlines()
-    assert log[:4] == ["# stage 1 (from scratch)", "step 20  0.2 min  loss 4.3", "# stage 2 (--init-from stage 1)",
-                       "step 40  0.4 min  loss 2.0"]
-    assert log[4].startswith("# stage 3 (--init-from stage 2") and log[5:] == ["step 20  0.3 min  loss 0.1",
-                                                                              "saved runs/vlm4/vlm (step 20)"]
     assert sorted(p.name for p in shipped.parent.iterdir()) == ["unifusion-toy-vlm"]  # no .new / .old left

@@ -128,19 +128,11 @@ def continue_stage(args) -> int:
 
 
 def _ship_vlm(src: Path) -> None:
-    """Replace the shipped toy VLM folder with ``src`` (written beside it first, then swapped in)."""
+    """Replace the shipped toy VLM folder with ``src`` (its train.log holds every stage's log), written
+    beside it first, then swapped in."""
     new, old = VLM_DIR.with_name(VLM_DIR.name + ".new"), VLM_DIR.with_name(VLM_DIR.name + ".old")
     shutil.rmtree(new, ignore_errors=True)
     shutil.copytree(src, new)
-    history = VLM_DIR / "train.log"  # the earlier stages' logs stay, the new one appended
-    log_new = src.parent / "train.log"
-    if history.is_file():
-        lines = [ln for ln in log_new.read_text().splitlines() if ln.startswith(("step ", "saved "))] \
-            if log_new.is_file() else []
-        text = history.read_text().rstrip("\n")
-        n = sum(ln.startswith("# stage ") for ln in text.splitlines()) + 1
-        (new / "train.log").write_text(text + f"\n# stage {n} (--init-from stage {n - 1}, trained as {src})\n"
-                                       + "".join(ln + "\n" for ln in lines))
     shutil.rmtree(old, ignore_errors=True)
     VLM_DIR.rename(old)
     new.rename(VLM_DIR)

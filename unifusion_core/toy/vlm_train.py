@@ -187,6 +187,30 @@ def train(cfg: VLMTrainConfig) -> Path:
         model = build_model(vcfg, tokenizer, cfg.seed)
     model.train()
     model.set_attn_implementation("eager")  # CPU SDPA's backward is ~3x slower at T ~ 170
+    handler = _history(out, cfg)
+    try:
+        return _loop(cfg, out, model, tokenizer, vcfg, before)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _history(out: Path, cfg: VLMTrainConfig) -> logging.Handler:
+    """``out/train.log``: the earlier stages' log (from ``init_from``) under a header for this stage,
+    then this run's log lines as they come."""
+    earlier = Path(cfg.init_from) / "train.log" if cfg.init_from else None
+    text = earlier.read_text().rstrip("\n") + "\n" if earlier and earlier.is_file() else ""
+    n = sum(ln.startswith("# stage ") for ln in text.splitlines()) + 1
+    how = f"--init-from stage {n - 1}" if cfg.init_from else "from scratch"
+    (out / "train.log").write_text(text + f"# stage {n} ({how}; {cfg.minutes:g} min, batch {cfg.batch_size}, "
+                                          f"lr {cfg.lr:g}, seed {cfg.seed}, augment {cfg.augment:g})\n")
+    handler = logging.FileHandler(out / "train.log")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    return handler
+
+
+def _loop(cfg: VLMTrainConfig, out: Path, model, tokenizer, vcfg, before: dict) -> Path:
     save_folder(out, model, tokenizer, vcfg)  # writes the processor files the encoder needs
     encoder = _encoder(out, model, tokenizer)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
