@@ -131,8 +131,9 @@ class TensorCache:
         return len(self.index.keys() | {p.stem for p in self.folder.glob("*.safetensors")})
 
     def pack(self, shard_bytes: int | None = None) -> int:
-        """Move the loose files into new shards of at most ``shard_bytes`` each (default SHARD_BYTES)
-        -> the number of shards written. Safe while other processes read or add loose files."""
+        """Move the loose files into new shards of about ``shard_bytes`` each (default SHARD_BYTES; a shard
+        closes at the value that reaches it) -> the number of shards written. Safe while other processes
+        read or add loose files."""
         if not self.folder:
             return 0
         limit, written = shard_bytes or self.SHARD_BYTES, 0

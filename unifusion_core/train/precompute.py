@@ -8,7 +8,7 @@ VERIFI rewrite where the record has one, reconstruction for recon records) under
 uses, so a run (or several: a model and its ablations) pointed at the same folder never runs the VLM
 for them (and, for a flux16 model with a latent cache folder, the targets' VAE latents), then packs
 everything loose in the folders into shards (``TensorCache.pack``: safetensors
-files of up to 512 MiB, read memory-mapped). Safe to run while a training run fills or reads the same
+files of about 512 MiB, read memory-mapped). Safe to run while a training run fills or reads the same
 folder (writes are atomic, a packed value is found in its shard).
 """
 from __future__ import annotations
