@@ -66,6 +66,8 @@ class VLMTrainConfig:
     threads: int = 1  # the 2 cores are shared: OpenMP spin-waits collapse when oversubscribed
     init_from: str = ""  # a toy VLM folder to continue from (its steps and minutes add up)
     augment: float = 0.0  # share of T2I / edit requests perturbed by ``augment`` (train phrasing only)
+    device: str = "cpu"  # "cpu" | "cuda" | "auto" (CUDA when present)
+    workers: int = 0  # processes drawing batches (a GPU outruns one CPU core's batches); 0: in the loop
 
 
 # --------------------------------------------------------------------------------------------------
@@ -210,21 +212,44 @@ def _history(out: Path, cfg: VLMTrainConfig) -> logging.Handler:
     return handler
 
 
+class _Batches(torch.utils.data.IterableDataset):
+    """Endless ``sample_batch`` batches; with several loader workers each draws from its own seed."""
+
+    def __init__(self, encoder: VLMEncoder, cfg: VLMTrainConfig):
+        self.encoder, self.cfg = encoder, cfg
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        rng = random.Random(self.cfg.seed if info is None else f"{self.cfg.seed}/{info.id}")
+        while True:
+            yield sample_batch(self.encoder, rng, self.cfg)
+
+
+def _device(cfg: VLMTrainConfig) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
 def _loop(cfg: VLMTrainConfig, out: Path, model, tokenizer, vcfg, before: dict) -> Path:
     save_folder(out, model, tokenizer, vcfg)  # writes the processor files the encoder needs
     encoder = _encoder(out, model, tokenizer)
+    device = _device(cfg)
+    batches = iter(torch.utils.data.DataLoader(_Batches(encoder, cfg), batch_size=None, num_workers=cfg.workers,
+                                               prefetch_factor=4 if cfg.workers else None))
+    model.to(device)  # after the workers started: they only tokenize and render
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                             betas=(0.9, 0.98))
-    rng, start, last_save, step = random.Random(cfg.seed), time.time(), time.time(), 0
-    acc_loss, acc_tok, n = torch.zeros(()), torch.zeros(()), 0
+    start, last_save, step = time.time(), time.time(), 0
+    acc_loss, acc_tok, n = torch.zeros((), device=device), torch.zeros((), device=device), 0
     while True:
         progress = (time.time() - start) / (cfg.minutes * 60)
         if (cfg.max_steps and step >= cfg.max_steps) or (not cfg.max_steps and progress >= 1):
             break
         for group in opt.param_groups:
             group["lr"] = _lr(cfg, step, step / cfg.max_steps if cfg.max_steps else progress)
-        batch = sample_batch(encoder, rng, cfg)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+        batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             loss, tok = answer_loss(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -236,11 +261,12 @@ def _loop(cfg: VLMTrainConfig, out: Path, model, tokenizer, vcfg, before: dict) 
             log.info("step %d  %.1f min  loss %.4f  token acc %.4f  grad %.3f  lr %.2e", step,
                      (time.time() - start) / 60, acc_loss.item() / n, acc_tok.item() / n, grad.item(),
                      opt.param_groups[0]["lr"])
-            acc_loss, acc_tok, n = torch.zeros(()), torch.zeros(()), 0
+            acc_loss, acc_tok, n = torch.zeros((), device=device), torch.zeros((), device=device), 0
         if time.time() - last_save > cfg.save_minutes * 60:
             _save(out, model, tokenizer, vcfg, step, start, before)
             last_save = time.time()
     _save(out, model, tokenizer, vcfg, step, start, before)
+    model.cpu()
     return out
 
 
@@ -314,6 +340,8 @@ def parse_args(argv=None) -> VLMTrainConfig:
                    help=f"task weights, comma-separated, in the order {','.join(TASKS)}")
     p.add_argument("--init-from", default=d.init_from, help="continue training this toy VLM folder")
     p.add_argument("--no-bf16", dest="bf16", action="store_false")
+    p.add_argument("--device", default=d.device, choices=("cpu", "cuda", "auto"))
+    p.add_argument("--workers", type=int, default=d.workers, help="batch-drawing processes (for a GPU)")
     p.add_argument("--augment", type=float, default=d.augment,
                    help="share of T2I / edit requests with function words dropped and sentences shuffled")
     a = p.parse_args(argv)
@@ -326,4 +354,4 @@ def parse_args(argv=None) -> VLMTrainConfig:
     return VLMTrainConfig(out=a.out, minutes=a.minutes, preset=a.preset, batch_size=a.batch_size,
                           lr=a.lr, max_steps=a.max_steps, seed=a.seed, log_every=a.log_every, bf16=a.bf16,
                           threads=a.threads, warmup_steps=a.warmup_steps, init_from=a.init_from, mix=mix,
-                          augment=a.augment)
+                          augment=a.augment, device=a.device, workers=a.workers)
