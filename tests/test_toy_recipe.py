@@ -25,3 +25,31 @@ def test_a_vlm_stage_continues_the_log_and_ships_with_it(tmp_path, monkeypatch, 
     assert (shipped / "train.log").read_text() == (second / "train.log").read_text()
     assert not (shipped / "stale.json").exists()  # the folder is the new one, not a merge
     assert sorted(p.name for p in shipped.parent.iterdir()) == ["unifusion-toy-vlm"]  # no .new / .old left
+
+
+def test_gpu_stage_parts_run_at_smoke_size_and_leave_what_comes_back(tmp_path):
+    """The prepared GPU stage (toy/gpu_stage.py) on this CPU at tiny sizes: each part leaves at most eight
+    files of at most 16 MB (what the device machine sends back), and the VLM's tar unpacks into a folder
+    the DiT part trains on."""
+    import subprocess
+    import sys
+    import tarfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+
+    def part(*args):
+        r = subprocess.run([sys.executable, "-m", "unifusion_core.toy.gpu_stage", *args, "--work", str(tmp_path / "work"),
+                            "--smoke"], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+
+    part("vlm", "--out", str(tmp_path / "out_vlm"))
+    with tarfile.open(tmp_path / "out_vlm" / "vlm.tar") as tar:
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    assert (tmp_path / "unpacked" / "vlm" / "train.log").read_text().count("# stage ") >= 2  # the history travels
+    part("dit", "--out", str(tmp_path / "out_dit"), "--vlm", str(tmp_path / "unpacked" / "vlm"))
+    for folder, names in (("out_vlm", {"vlm.tar", "vlm_eval.json", "vlm_stage.json"}),
+                          ("out_dit", {"unifusion-toy.safetensors", "curve.csv", "curve.png", "log.csv", "dit_stage.json"})):
+        files = list((tmp_path / folder).iterdir())
+        assert {f.name for f in files} == names and all(f.stat().st_size <= 16 * 2 ** 20 for f in files)

@@ -108,7 +108,7 @@ def continue_stage(args) -> int:
              "feature_cache": out / "features", "verifi_share": args.verifi_share}
     common = [x for k, v in flags.items() for x in (f"--{k}", str(v))]
     train = _command(out / "main", data, args, args.stage_steps, init_from=args.continue_from, warmup_steps=100,
-                     ema_decay=0.999, snapshot_every=250, abs_pos_grid=args.abs_pos_grid,
+                     ema_decay=0.999, snapshot_every=args.snapshot_every, abs_pos_grid=args.abs_pos_grid,
                      feature_cache=out / "features")
     pre = [sys.executable, "-m", "unifusion_core.train.precompute", *common, "--run_dir", str(out / "precompute")]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -159,6 +159,7 @@ def main(argv=None) -> int:
     stage.add_argument("--stage_steps", type=int, default=4000)
     stage.add_argument("--stage_t2i", type=int, default=20000, help="T2I scenes")
     stage.add_argument("--stage_edits", type=int, default=-1, help="single-reference edits (-1: 40%% of --stage_t2i)")
+    stage.add_argument("--snapshot_every", type=int, default=250, help="steps between the curve's snapshots")
     stage.add_argument("--stage_seed", type=int, default=11, help="data seed (each stage its own)")
     stage.add_argument("--abs_pos_grid", type=int, default=8, help="learned absolute position table (-1: keep)")
     args = ap.parse_args(argv)
