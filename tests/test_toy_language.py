@@ -65,3 +65,29 @@ def test_indirect_colour_references_occur():
     texts = {paraphrase(blue, random.Random(k)) for k in range(60)}
     assert any("the sky" in t for t in texts)
     assert any(" blue " in t for t in texts)
+
+
+def test_paraphrase_ordered_names_the_objects_in_the_order_the_text_does():
+    """The request-order rewrite (vlm_train --rewrite-order request) relies on it: the objects come back
+    in the order the paraphrase mentions them, checked by where each object's colour is first named."""
+    from unifusion_core.toy.language import describe_in_order, paraphrase_ordered
+
+    def colour_at(text, colour):
+        forms = [f" {w} " for w in lexicon.COLOR_WORDS[colour]] + [f" {t} " for t in lexicon.COLOR_THINGS[colour]]
+        return min(i for i in (f" {text} ".find(f) for f in forms) if i >= 0)
+
+    checked = frames = 0
+    for n, scene in enumerate(SCENES):
+        colours = [o.color for o in scene.objects] + [scene.background]
+        if len(scene.objects) < 2 or len(set(colours)) != len(colours):
+            continue
+        for split in ("train", "heldout"):
+            text, trace, order = paraphrase_ordered(scene, random.Random(f"order-{n}"), split)
+            assert (text, trace) == paraphrase_traced(scene, random.Random(f"order-{n}"), split)
+            assert sorted(order, key=lambda o: o.cell) == list(scene.objects)  # a permutation
+            where = [colour_at(text, o.color) for o in order]
+            assert where == sorted(where), (text, [o.color for o in order])
+            assert parse_description(describe_in_order(scene, order)) == scene
+            checked += 1
+            frames += trace[0].startswith("rel_")
+    assert checked > 100 and frames > 20  # the relational frames (rel_before names its 2nd object first) too

@@ -101,3 +101,17 @@ def test_augment_drops_only_function_words_and_never_touches_heldout_phrasing():
         changed = sum(make_prompt(task, random.Random(seed), "train", augment_share=1.0)[0].instruction
                       != make_prompt(task, random.Random(seed), "train")[0].instruction for seed in range(20))
         assert changed >= 5, changed
+
+
+def test_request_order_rewrites_describe_the_same_scene_in_the_request_order():
+    from unifusion_core.toy.language import describe, parse_description
+    from unifusion_core.toy.vlm_train import make_prompt
+
+    moved = 0
+    for seed in range(100):
+        p, scene = make_prompt("t2i", random.Random(seed), rewrite_order="request")
+        assert parse_description(p.generated) == scene  # the same scene, only listed differently
+        moved += p.generated != describe(scene)
+        canonical, scene_c = make_prompt("t2i", random.Random(seed))
+        assert canonical.generated == describe(scene_c)
+    assert moved > 20  # multi-object requests mostly name their objects out of cell order

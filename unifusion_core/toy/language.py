@@ -158,11 +158,13 @@ def _relational(name: str, objs: list[Obj], phrases: list[str], bg: dict, rng: r
     return " ".join(parts + [tail.format(**bg)])
 
 
-def paraphrase_traced(scene: Scene, rng: random.Random, split: str = "train") -> tuple[str, tuple[str, ...]]:
-    """(paraphrase, names of the scene/object/background templates used): see ``paraphrase``."""
+def paraphrase_ordered(scene: Scene, rng: random.Random, split: str = "train"
+                       ) -> tuple[str, tuple[str, ...], tuple[Obj, ...]]:
+    """(paraphrase, names of the scene/object/background templates used, the objects in the order the
+    paraphrase mentions them): see ``paraphrase``."""
     _check_split(split)
     if not scene.objects:
-        return describe(scene), ("canonical",)
+        return describe(scene), ("canonical",), ()
     trace: list[str] = []
     frames = {k: v for k, v in lx.SCENE_TEMPLATES[split].items() if not k.startswith("rel_") or len(scene.objects) > 1}
     name = rng.choice(sorted(frames))
@@ -172,8 +174,21 @@ def paraphrase_traced(scene: Scene, rng: random.Random, split: str = "train") ->
     phrases = [object_phrase(o, rng, split, trace) for o in objs]
     bg = _background(scene, rng, split, trace)
     if name.startswith("rel_"):
-        return _relational(name, objs, phrases, bg, rng), tuple(trace)
-    return frames[name].format(objs=join_list(phrases), **bg), tuple(trace)
+        order = objs if name == "rel_after" else [objs[1], objs[0], *objs[2:]]  # rel_before names the 2nd first
+        return _relational(name, objs, phrases, bg, rng), tuple(trace), tuple(order)
+    return frames[name].format(objs=join_list(phrases), **bg), tuple(trace), tuple(objs)
+
+
+def paraphrase_traced(scene: Scene, rng: random.Random, split: str = "train") -> tuple[str, tuple[str, ...]]:
+    """(paraphrase, names of the scene/object/background templates used): see ``paraphrase``."""
+    return paraphrase_ordered(scene, rng, split)[:2]
+
+
+def describe_in_order(scene: Scene, objects) -> str:
+    """``describe`` with the objects listed in the order given (e.g. a request's own order)."""
+    if not scene.objects:
+        return describe(scene)
+    return f"{join_list([object_canonical(o) for o in objects])} on {article(scene.background)} {scene.background} background"
 
 
 def paraphrase(scene: Scene, rng: random.Random, split: str = "train") -> str:

@@ -31,7 +31,7 @@ from ..verifi import system_prompt
 from ..vlm.encoder import VLMEncoder
 from ..vlm.features import Role
 from ..vlm.prompts import Prompt
-from .language import describe, parse_description
+from .language import describe, describe_in_order, paraphrase_ordered, parse_description
 from .tasks import compose_example, edit_example, t2i_example
 from .toy_vlm import ToyVLMConfig, build_model, build_tokenizer, save_folder
 from .world import Scene, random_scene, render
@@ -66,6 +66,7 @@ class VLMTrainConfig:
     threads: int = 1  # the 2 cores are shared: OpenMP spin-waits collapse when oversubscribed
     init_from: str = ""  # a toy VLM folder to continue from (its steps and minutes add up)
     augment: float = 0.0  # share of T2I / edit requests perturbed by ``augment`` (train phrasing only)
+    rewrite_order: str = "canonical"  # T2I rewrites list the objects "canonical"ly (by cell) or in the "request"'s order
     device: str = "cpu"  # "cpu" | "cuda" | "auto" (CUDA when present)
     workers: int = 0  # processes drawing batches (a GPU outruns one CPU core's batches); 0: in the loop
 
@@ -85,9 +86,20 @@ def augment(text: str, rng: random.Random) -> str:
     return " ".join(kept) or text
 
 
-def make_prompt(task: str, rng: random.Random, split: str = "train", augment_share: float = 0.0
-                ) -> tuple[Prompt, Scene]:
-    """One example of ``task``: the prompt with its answer in ``generated``, and the target scene."""
+def make_prompt(task: str, rng: random.Random, split: str = "train", augment_share: float = 0.0,
+                rewrite_order: str = "canonical") -> tuple[Prompt, Scene]:
+    """One example of ``task``: the prompt with its answer in ``generated``, and the target scene.
+    ``rewrite_order`` "request": a T2I rewrite lists the objects in the order the request names them
+    (canonical phrasing each), so rewriting needs no reordering."""
+    if task == "t2i" and rewrite_order == "request":
+        scene = random_scene(rng)
+        words = random.Random(rng.random())
+        if split == "train" and words.random() < 0.2:
+            text, order = describe(scene), scene.objects
+        else:
+            text, _, order = paraphrase_ordered(scene, words, split)
+        return Prompt(_maybe_augment(text, rng, split, augment_share), system_prompt("t2i"),
+                      generated=describe_in_order(scene, order)), scene
     if task == "caption":
         scene = random_scene(rng)
         return Prompt(rng.choice(CAPTION_INSTRUCTIONS), system_prompt("edit"), [render(scene)],
@@ -145,7 +157,8 @@ def collate(examples: list[dict], pad_id: int) -> dict:
 
 def sample_batch(encoder: VLMEncoder, rng: random.Random, cfg: VLMTrainConfig) -> dict:
     tasks = rng.choices(TASKS, weights=cfg.mix, k=cfg.batch_size)
-    examples = [encode_example(encoder, make_prompt(t, rng, augment_share=cfg.augment)[0]) for t in tasks]
+    examples = [encode_example(encoder, make_prompt(t, rng, augment_share=cfg.augment, rewrite_order=cfg.rewrite_order)[0])
+                for t in tasks]
     return collate(examples, encoder.tokenizer.pad_token_id)
 
 
@@ -340,6 +353,8 @@ def parse_args(argv=None) -> VLMTrainConfig:
                    help=f"task weights, comma-separated, in the order {','.join(TASKS)}")
     p.add_argument("--init-from", default=d.init_from, help="continue training this toy VLM folder")
     p.add_argument("--no-bf16", dest="bf16", action="store_false")
+    p.add_argument("--rewrite-order", default=d.rewrite_order, choices=("canonical", "request"),
+                   help="T2I rewrites: objects by cell (canonical) or in the request's order")
     p.add_argument("--device", default=d.device, choices=("cpu", "cuda", "auto"))
     p.add_argument("--workers", type=int, default=d.workers, help="batch-drawing processes (for a GPU)")
     p.add_argument("--augment", type=float, default=d.augment,
@@ -354,4 +369,4 @@ def parse_args(argv=None) -> VLMTrainConfig:
     return VLMTrainConfig(out=a.out, minutes=a.minutes, preset=a.preset, batch_size=a.batch_size,
                           lr=a.lr, max_steps=a.max_steps, seed=a.seed, log_every=a.log_every, bf16=a.bf16,
                           threads=a.threads, warmup_steps=a.warmup_steps, init_from=a.init_from, mix=mix,
-                          augment=a.augment, device=a.device, workers=a.workers)
+                          augment=a.augment, device=a.device, workers=a.workers, rewrite_order=a.rewrite_order)
