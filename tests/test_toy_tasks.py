@@ -98,3 +98,19 @@ def test_same_seed_same_scenes_across_prompt_splits():
         b = [make(rb, split="heldout") for _ in range(5)]
         assert [x["target"] for x in a] == [x["target"] for x in b]
         assert [x["prompts"] for x in a] != [x["prompts"] for x in b]
+
+
+def test_request_order_data_set_has_the_same_prompts_and_scenes_with_reordered_rewrites(tmp_path):
+    from unifusion_core.errors import UniFusionError
+    from unifusion_core.toy.language import parse_description
+
+    a = write_dataset(tmp_path / "a", t2i=40, seed=3)
+    b = write_dataset(tmp_path / "b", t2i=40, seed=3, rewrite_order="request")
+    ra, rb = ([json.loads(x) for x in m.read_text().splitlines()] for m in (a, b))
+    scenes = [Scene.from_json(json.loads(x)["target"]) for x in (tmp_path / "b" / "scenes.jsonl").read_text().splitlines()]
+    assert [r["prompt"] for r in ra] == [r["prompt"] for r in rb]  # only the rewrites differ
+    assert all(r["rewrite"] == describe(s) for r, s in zip(ra, scenes))
+    assert all(parse_description(r["rewrite"]) == s for r, s in zip(rb, scenes))
+    assert sum(x["rewrite"] != y["rewrite"] for x, y in zip(ra, rb)) > 5
+    with pytest.raises(UniFusionError, match="rewrite_order should be"):
+        write_dataset(tmp_path / "c", t2i=1, rewrite_order="sorted")

@@ -22,7 +22,7 @@ log = logging.getLogger("unifusion_core.toy")
 def cmd_write(args) -> None:
     write_dataset(args.out, t2i=args.t2i, edit=args.edit, recon=args.recon, compose=args.compose, size=args.size,
                   seed=args.seed, split=args.split, canonical_share=args.canonical_share, noise=args.noise,
-                  blur=args.blur)
+                  blur=args.blur, rewrite_order=args.rewrite_order)
 
 
 def cmd_check(args) -> None:
@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of T2I prompts that are the canonical description (1.0: canonical only)")
     w.add_argument("--noise", type=float, default=0.0, help="Gaussian noise std (0..1 units)")
     w.add_argument("--blur", type=float, default=0.0, help="Gaussian blur radius in px")
+    w.add_argument("--rewrite-order", default="canonical", choices=("canonical", "request"),
+                   help="T2I VERIFI rewrites list the objects by cell or in the request's order")
     w.set_defaults(func=cmd_write)
     c = sub.add_parser("check", help="evaluate a written dataset's target images against its scenes")
     c.add_argument("folder")

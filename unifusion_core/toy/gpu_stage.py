@@ -47,7 +47,8 @@ def vlm_stage(a) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cfg = VLMTrainConfig(out=str(work), init_from=a.init or str(VLM_DIR), minutes=a.minutes, batch_size=a.batch_size,
                          lr=a.lr, warmup_steps=50, seed=a.seed, device="auto", workers=a.workers, threads=1,
-                         mix=(0.36, 0.26, 0.28, 0.03, 0.07), augment=a.augment, preset="test" if a.smoke else "toy",
+                         mix=(0.36, 0.26, 0.28, 0.03, 0.07), augment=a.augment, rewrite_order=a.rewrite_order,
+                         preset="test" if a.smoke else "toy",
                          max_steps=3 if a.smoke else 0)
     train(cfg)
     minutes = (time.time() - t0) / 60
@@ -70,7 +71,7 @@ def dit_stage(a) -> int:
     args = argparse.Namespace(vlm=a.vlm, out=str(work), continue_from=a.init or str(CHECKPOINT),
                               stage_steps=a.steps, stage_t2i=a.t2i, stage_edits=a.edits, stage_seed=a.seed,
                               abs_pos_grid=-1, batch_size=a.batch_size, lr=a.lr, verifi_share=0.5,
-                              snapshot_every=max(1, a.steps // 6), ship=False)
+                              snapshot_every=max(1, a.steps // 6), rewrite_order=a.rewrite_order, ship=False)
     continue_stage(args)
     run = work / "main"
     shutil.copy(run / "unifusion.safetensors", out / "unifusion-toy.safetensors")
@@ -94,6 +95,7 @@ def main(argv=None) -> int:
     v.add_argument("--batch_size", type=int, default=64)
     v.add_argument("--lr", type=float, default=4e-4)
     v.add_argument("--augment", type=float, default=0.0)
+    v.add_argument("--rewrite_order", default="canonical", choices=("canonical", "request"))
     v.add_argument("--workers", type=int, default=_workers())
     v.add_argument("--eval_n", type=int, default=100)
     d = sub.add_parser("dit", help="a further DiT stage on the GPU")
@@ -104,6 +106,7 @@ def main(argv=None) -> int:
     d.add_argument("--t2i", type=int, default=20000)
     d.add_argument("--edits", type=int, default=-1, help="-1: 40%% of --t2i")
     d.add_argument("--curve_n", type=int, default=60)
+    d.add_argument("--rewrite_order", default="canonical", choices=("canonical", "request"))
     for p in (v, d):
         p.add_argument("--out", required=True, help="where the files to bring back go ($OUT on the device)")
         p.add_argument("--work", default="runs/gpu_stage", help="scratch folder (stays on the device)")

@@ -102,8 +102,9 @@ def continue_stage(args) -> int:
     out, t0 = Path(args.out), time.time()
     out.mkdir(parents=True, exist_ok=True)
     edits = args.stage_edits if args.stage_edits >= 0 else args.stage_t2i * 2 // 5
+    order = {} if args.rewrite_order == "canonical" else {"rewrite_order": args.rewrite_order}  # same stamp as before
     data = _dataset(out / "data", t2i=args.stage_t2i, edit=edits, recon=args.stage_t2i * 3 // 100,
-                    size=32, seed=args.stage_seed)
+                    size=32, seed=args.stage_seed, **order)
     flags = {"manifest": data, "vlm": args.vlm, "preset": "toy", "resolution": 32, "buckets": "1:1",
              "feature_cache": out / "features", "verifi_share": args.verifi_share}
     common = [x for k, v in flags.items() for x in (f"--{k}", str(v))]
@@ -159,6 +160,8 @@ def main(argv=None) -> int:
     stage.add_argument("--stage_steps", type=int, default=4000)
     stage.add_argument("--stage_t2i", type=int, default=20000, help="T2I scenes")
     stage.add_argument("--stage_edits", type=int, default=-1, help="single-reference edits (-1: 40%% of --stage_t2i)")
+    stage.add_argument("--rewrite_order", default="canonical", choices=("canonical", "request"),
+                       help="T2I VERIFI rewrites: objects by cell, or in the request's order (a VLM trained so)")
     stage.add_argument("--snapshot_every", type=int, default=250, help="steps between the curve's snapshots")
     stage.add_argument("--stage_seed", type=int, default=11, help="data seed (each stage its own)")
     stage.add_argument("--abs_pos_grid", type=int, default=8, help="learned absolute position table (-1: keep)")

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from ..errors import UniFusionError
 from . import lexicon as lx
-from .language import COMPOSE_KINDS, EDIT_KINDS, compose_instruction, describe, edit_instruction, paraphrase
+from .language import (COMPOSE_KINDS, EDIT_KINDS, compose_instruction, describe, describe_in_order, edit_instruction,
+                       paraphrase_ordered)
 from .world import BACKGROUNDS, OBJECT_COLORS, SHAPES, Scene, check_size, random_object, random_scene, render
 
 log = logging.getLogger(__name__)
@@ -39,14 +40,25 @@ def _example(task: str, kind: str, split: str, target: Scene, refs: list[Scene],
             "refs": [r.to_json() for r in refs], "prompts": prompts, "rewrite": describe(target)}
 
 
-def t2i_example(rng: random.Random, split: str = "train", n_prompts: int = 1, canonical_share: float = 0.2) -> dict:
+def t2i_example(rng: random.Random, split: str = "train", n_prompts: int = 1, canonical_share: float = 0.2,
+                rewrite_order: str = "canonical") -> dict:
     """A random scene and ``n_prompts`` prompts: the canonical description with probability
-    ``canonical_share``, else a paraphrase of ``split``."""
+    ``canonical_share``, else a paraphrase of ``split``. The VERIFI rewrite lists the objects by cell
+    (``rewrite_order`` "canonical") or in the order the (single) prompt names them ("request")."""
+    if rewrite_order not in ("canonical", "request") or (rewrite_order == "request" and n_prompts != 1):
+        raise UniFusionError(f"rewrite_order should be 'canonical', or 'request' with one prompt, found "
+                             f"{rewrite_order!r} with {n_prompts} prompts.")
     scene = random_scene(rng)
     words = random.Random(rng.random())  # prompts draw apart, so scenes do not depend on split / share
-    prompts = [describe(scene) if words.random() < canonical_share else paraphrase(scene, words, split)
-               for _ in range(n_prompts)]
-    return _example("t2i", "", split, scene, [], prompts)
+    prompts, order = [], scene.objects
+    for _ in range(n_prompts):
+        if words.random() < canonical_share:
+            prompts.append(describe(scene))
+        else:
+            text, _, order = paraphrase_ordered(scene, words, split)
+            prompts.append(text)
+    ex = _example("t2i", "", split, scene, [], prompts)
+    return {**ex, "rewrite": describe_in_order(scene, order)} if rewrite_order == "request" else ex
 
 
 def recon_example(rng: random.Random, split: str = "train") -> dict:
@@ -146,11 +158,12 @@ def _write_records(out: Path, examples: list[dict], stem: str, names: tuple[str,
 
 def write_dataset(out, *, t2i: int = 0, edit: int = 0, recon: int = 0, compose: int = 0, size: int = 32,
                   seed: int = 0, split: str = "train", canonical_share: float = 0.2, noise: float = 0.0,
-                  blur: float = 0.0) -> Path:
+                  blur: float = 0.0, rewrite_order: str = "canonical") -> Path:
     """Write ``out``/manifest.jsonl (+ scenes.jsonl, img/, and compose*.jsonl if ``compose``).
 
     ``canonical_share``: share of T2I prompts that are the canonical description (1.0 for a
-    canonical-prompt evaluation set, 0.0 for paraphrases only). Each task draws from its own
+    canonical-prompt evaluation set, 0.0 for paraphrases only); ``rewrite_order``: how the T2I VERIFI
+    rewrites list the objects (``t2i_example``). Each task draws from its own
     generator seeded from (seed, task), so counts of one task do not change the examples of
     another. Returns the manifest path.
     """
@@ -158,7 +171,8 @@ def write_dataset(out, *, t2i: int = 0, edit: int = 0, recon: int = 0, compose: 
     out = Path(out)
     (out / "img").mkdir(parents=True, exist_ok=True)
     gen = {t: random.Random(f"{seed}/{t}") for t in ("t2i", "edit", "recon", "compose")}
-    examples = ([t2i_example(gen["t2i"], split, canonical_share=canonical_share) for _ in range(t2i)]
+    examples = ([t2i_example(gen["t2i"], split, canonical_share=canonical_share, rewrite_order=rewrite_order)
+                 for _ in range(t2i)]
                 + [edit_example(gen["edit"], split=split) for _ in range(edit)]
                 + [recon_example(gen["recon"], split) for _ in range(recon)])
     kw = {"size": size, "noise": noise, "blur": blur}

@@ -31,7 +31,7 @@ from ..verifi import system_prompt
 from ..vlm.encoder import VLMEncoder
 from ..vlm.features import Role
 from ..vlm.prompts import Prompt
-from .language import describe, describe_in_order, paraphrase_ordered, parse_description
+from .language import describe, parse_description
 from .tasks import compose_example, edit_example, t2i_example
 from .toy_vlm import ToyVLMConfig, build_model, build_tokenizer, save_folder
 from .world import Scene, random_scene, render
@@ -91,21 +91,12 @@ def make_prompt(task: str, rng: random.Random, split: str = "train", augment_sha
     """One example of ``task``: the prompt with its answer in ``generated``, and the target scene.
     ``rewrite_order`` "request": a T2I rewrite lists the objects in the order the request names them
     (canonical phrasing each), so rewriting needs no reordering."""
-    if task == "t2i" and rewrite_order == "request":
-        scene = random_scene(rng)
-        words = random.Random(rng.random())
-        if split == "train" and words.random() < 0.2:
-            text, order = describe(scene), scene.objects
-        else:
-            text, _, order = paraphrase_ordered(scene, words, split)
-        return Prompt(_maybe_augment(text, rng, split, augment_share), system_prompt("t2i"),
-                      generated=describe_in_order(scene, order)), scene
     if task == "caption":
         scene = random_scene(rng)
         return Prompt(rng.choice(CAPTION_INSTRUCTIONS), system_prompt("edit"), [render(scene)],
                       generated=describe(scene)), scene
     if task == "t2i":
-        ex = t2i_example(rng, split, canonical_share=0.2 if split == "train" else 0.0)
+        ex = t2i_example(rng, split, canonical_share=0.2 if split == "train" else 0.0, rewrite_order=rewrite_order)
         return Prompt(_maybe_augment(ex["prompts"][0], rng, split, augment_share), system_prompt("t2i"),
                       generated=ex["rewrite"]), Scene.from_json(ex["target"])
     if task == "edit":
