@@ -225,6 +225,24 @@ def test_precompute_fills_the_cache_the_trainer_reads_and_snapshots_feed_the_cur
     assert (run / "curve.png").stat().st_size > 0
 
 
+def test_a_stage_continued_on_another_vlm_of_the_same_shapes_names_that_vlm(data, tmp_path):
+    """Stage 4 of the toy model continued the DiT on a retrained VLM: the export must carry the new VLM's
+    fingerprint, or loading it with the VLM it was trained on warns 'trained with another VLM'."""
+    from unifusion_core.checkpoint import load_checkpoint
+    from unifusion_core.vlm import load_vlm
+
+    first = tmp_path / "first"
+    assert _train(_args(data, first, max_steps=1, save_every=0)).returncode == 0
+    other = build_tiny_vlm("qwen2_5_vl", tmp_path / "other_vlm", seed=7)  # same shapes, other weights
+    second = tmp_path / "second"
+    r = _train(_args(data, second, max_steps=1, save_every=0, vlm=other, init_from=first / "unifusion.safetensors"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    old, new = (load_checkpoint(p / "unifusion.safetensors")[0].vlm for p in (first, second))
+    assert old.fingerprint == load_vlm(data / "vlm").identity["fingerprint"]
+    assert new.fingerprint == load_vlm(other).identity["fingerprint"] != old.fingerprint
+    assert new.name == "other_vlm" and "trained with another VLM" in r.stderr  # warned once, at the start
+
+
 def test_init_from_adds_a_zero_position_table_and_keeps_the_model(data, tmp_path):
     first = tmp_path / "first"
     assert _train(_args(data, first, max_steps=2, save_every=0, abs_pos_grid=0)).returncode == 0

@@ -56,6 +56,11 @@ def model_config(t: TrainConfig, vlm) -> UniFusionConfig:
     if t.init_from:
         cfg = load_checkpoint(t.init_from)[0]
         check_vlm(cfg, vlm.identity, where=f"init_from {t.init_from}")
+        got = vlm.identity.get("fingerprint", "")
+        if got and got != cfg.vlm.fingerprint:  # continued on another VLM of the same shapes: name that one
+            log.info("init_from %s was trained on VLM %s (%s); this run and its exports use %s (%s)", t.init_from,
+                     cfg.vlm.name, cfg.vlm.fingerprint or "no fingerprint", Path(t.vlm).name, got)
+            cfg = replace(cfg, vlm=replace(cfg.vlm, fingerprint=got, name=Path(t.vlm).name))
         return _with_abs_pos(replace(cfg, system_prompts={**cfg.system_prompts, **prompts}), t)
     ident = vlm.identity
     layers = select_layers(t.layers, ident["num_layers"]) if t.layers else vlm.default_layers()
