@@ -19,13 +19,13 @@ from unifusion_core.toy.shipped import require_shipped
 N = 25  # one chunk per figure
 BASE = q.SEED + 1  # example seed of this subset (the spread below was measured at BASE, BASE+1, BASE+2)
 
-MIN = {  # threshold <- values at BASE, BASE+1, BASE+2 (2026-12-02, Intel Xeon, stage-3 model, N = 25)
-    "t2i_f1_verifi": 0.85,  # 0.987, 0.947, 0.987 (chance floor 0.000, 0.000, 0.013)
-    "t2i_f1_margin": 0.85,  # 0.987, 0.947, 0.973 over the floor measured on the same images
-    "edit_preserved": 0.18,  # 0.360, 0.280, 0.280 (do nothing: 1.000; the model redraws what it should keep)
-    "compose_f1": 0.08,  # 0.216, 0.153, 0.167
-    "vlm_rewrite_exact": 0.70,  # 1.000, 0.920, 0.760 (canonical requests)
-    "vlm_caption_attr": 0.70,  # 0.750, 0.761, 0.774
+MIN = {  # threshold <- values at BASE, BASE+1, BASE+2 (2026-12-03, Intel Xeon, stage-4 model + VLM stage 3, N = 25)
+    "t2i_f1_verifi": 0.88,  # 0.973, 0.987, 1.000 (chance floor 0.000, 0.000, 0.013)
+    "t2i_f1_margin": 0.88,  # 0.973, 0.987, 0.987 over the floor measured on the same images
+    "edit_preserved": 0.28,  # 0.520, 0.400, 0.520 (do nothing: 1.000; the model redraws what it should keep)
+    "compose_f1": 0.15,  # 0.349, 0.277, 0.227
+    "vlm_rewrite_exact": 0.80,  # 1.000, 1.000, 1.000 (canonical requests)
+    "vlm_caption_attr": 0.85,  # 0.955, 0.948, 0.947
 }
 
 
