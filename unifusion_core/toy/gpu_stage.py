@@ -64,15 +64,14 @@ def vlm_stage(a) -> int:
 
 def dit_stage(a) -> int:
     from . import curve
-    from .recipe import continue_stage
+    from . import recipe
 
     out, work, t0 = Path(a.out), Path(a.work) / "stage", time.time()
     out.mkdir(parents=True, exist_ok=True)
-    args = argparse.Namespace(vlm=a.vlm, out=str(work), continue_from=a.init or str(CHECKPOINT),
-                              stage_steps=a.steps, stage_t2i=a.t2i, stage_edits=a.edits, stage_seed=a.seed,
-                              abs_pos_grid=-1, batch_size=a.batch_size, lr=a.lr, verifi_share=0.5,
-                              snapshot_every=max(1, a.steps // 6), rewrite_order=a.rewrite_order, ship=False)
-    continue_stage(args)
+    recipe.main(["--vlm", a.vlm, "--out", str(work), "--continue_from", a.init or str(CHECKPOINT),
+                 "--stage_steps", str(a.steps), "--stage_t2i", str(a.t2i), "--stage_edits", str(a.edits),
+                 "--stage_seed", str(a.seed), "--abs_pos_grid", "-1", "--batch_size", str(a.batch_size),
+                 "--lr", str(a.lr), "--snapshot_every", str(max(1, a.steps // 6)), "--rewrite_order", a.rewrite_order])
     run = work / "main"
     shutil.copy(run / "unifusion.safetensors", out / "unifusion-toy.safetensors")
     shutil.copy(run / "log.csv", out / "log.csv")

@@ -52,11 +52,16 @@ def join_list(items: list[str]) -> str:
 
 
 def describe(scene: Scene) -> str:
-    """The canonical description of ``scene`` (deterministic)."""
-    bg = f"{article(scene.background)} {scene.background} background"
+    """The canonical description of ``scene`` (deterministic): its objects by cell."""
+    return describe_in_order(scene, scene.objects)
+
+
+def describe_in_order(scene: Scene, objects) -> str:
+    """The canonical phrasing of ``scene`` with its objects listed in the order given (e.g. a request's
+    own order; ``describe`` lists them by cell)."""
     if not scene.objects:
         return f"an empty {scene.background} background"
-    return f"{join_list([object_canonical(o) for o in scene.objects])} on {bg}"
+    return f"{join_list([object_canonical(o) for o in objects])} on {article(scene.background)} {scene.background} background"
 
 
 def _alt(names) -> str:
@@ -183,12 +188,6 @@ def paraphrase_traced(scene: Scene, rng: random.Random, split: str = "train") ->
     """(paraphrase, names of the scene/object/background templates used): see ``paraphrase``."""
     return paraphrase_ordered(scene, rng, split)[:2]
 
-
-def describe_in_order(scene: Scene, objects) -> str:
-    """``describe`` with the objects listed in the order given (e.g. a request's own order)."""
-    if not scene.objects:
-        return describe(scene)
-    return f"{join_list([object_canonical(o) for o in objects])} on {article(scene.background)} {scene.background} background"
 
 
 def paraphrase(scene: Scene, rng: random.Random, split: str = "train") -> str:
