@@ -349,7 +349,7 @@ def parse_args(argv=None) -> VLMTrainConfig:
     p.add_argument("--device", default=d.device, choices=("cpu", "cuda", "auto"))
     p.add_argument("--workers", type=int, default=d.workers, help="batch-drawing processes (for a GPU)")
     p.add_argument("--augment", type=float, default=d.augment,
-                   help="share of T2I / edit requests with function words dropped and sentences shuffled")
+                   help="share of train-split T2I / edit requests with function words dropped (never reordered)")
     a = p.parse_args(argv)
     try:
         mix = tuple(float(w) for w in a.mix.split(","))
