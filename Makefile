@@ -74,6 +74,9 @@ toy-train: $(STAMP)
 	$(PY) -m unifusion_core.toy train-vlm --init-from unifusion_core/toy/models/unifusion-toy-vlm --out runs/vlm4/vlm --minutes 70 --batch-size 64 --lr 6e-4 --warmup-steps 50 --seed 3 --threads 1 --mix 0.36,0.26,0.28,0.03,0.07
 	$(PY) -m unifusion_core.toy.recipe --vlm runs/vlm4/vlm --continue_from unifusion_core/toy/models/unifusion-toy.safetensors --out runs/stage4 --stage_steps 2500 --stage_seed 13 --ship
 	$(PY) -m unifusion_core.toy curve runs/stage4/main
+	$(PY) -m unifusion_core.toy train-vlm --init-from unifusion_core/toy/models/unifusion-toy-vlm --out runs/vlm5/vlm --minutes 65 --batch-size 64 --lr 6e-4 --warmup-steps 50 --seed 4 --threads 1 --mix 0.36,0.26,0.28,0.03,0.07 --rewrite-order request
+	$(PY) -m unifusion_core.toy.recipe --vlm runs/vlm5/vlm --continue_from unifusion_core/toy/models/unifusion-toy.safetensors --out runs/stage5 --stage_steps 1800 --stage_seed 14 --rewrite_order request --ship
+	$(PY) -m unifusion_core.toy curve runs/stage5/main
 
 # the quality report of the shipped toy models (README "Toy models")
 quality: $(STAMP)
