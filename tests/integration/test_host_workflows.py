@@ -88,3 +88,23 @@ def test_toy_workflow_runs_out_of_the_box(host, name, standalone_showcase):
         (img,) = host.images(entry, nid)
         ref = (standalone_showcase[job].image.clamp(0, 1) * 255).numpy()
         assert np.abs(img.astype(np.float32) - ref).max() <= 2.0, f"{name}: {job} differs from the standalone run"
+
+
+def test_make_demo_runs_the_comfyui_half_with_a_relative_out_folder(tmp_path):
+    """`make demo` passes ``--out demo_out`` (relative); the ComfyUI server runs inside the ComfyUI
+    checkout, so the demo must hand it absolute paths. Every job gets its ComfyUI twin."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import COMFY, PYTHON
+    from unifusion_core.toy.showcase import JOBS
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, COMFYUI_PATH=COMFY, COMFYUI_PYTHON=PYTHON, PYTHONPATH=str(root))
+    r = subprocess.run([sys.executable, "-m", "unifusion_core", "demo", "--out", "rel_out"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    for job in JOBS:
+        assert (tmp_path / "rel_out" / f"comfyui_{job.name}.png").is_file(), job.name

@@ -72,7 +72,7 @@ def run_comfy(comfy: Path, python: str, work: Path) -> list:
     from .comfy_host import ComfyHost
     from .showcase import JOBS, OUTPUT_PREFIX, Result, score_job
 
-    base = work / "comfyui_base"
+    base = work.resolve() / "comfyui_base"  # the server runs in the ComfyUI checkout: a relative --out would miss
     for sub in ("custom_nodes", "input", "output", "temp"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     link = base / "custom_nodes" / "unifusion"
@@ -120,7 +120,7 @@ def run_demo(out: Path) -> int:
     with torch.no_grad():
         results = run_standalone(pipe)
     header = (f"UniFusion toy demo, standalone pipeline: {checkpoint.name} + {vlm.name}, "
-              f"{STEPS} Euler steps, CFG {CFG}, 32 px (shown x4)")
+              f"{STEPS} Euler steps, CFG {CFG}, 32 px (x4), train-split phrasing")
     _write(results, out, "", header)
     print(f"standalone showcase finished in {time.perf_counter() - t0:.1f} s")
     comfy = os.environ.get("COMFYUI_PATH")
