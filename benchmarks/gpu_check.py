@@ -118,10 +118,9 @@ def vlm_extraction(dev, out, smoke: bool):
 def fsdp_trainer_steps(dev, out, smoke: bool, peak: float):
     import csv
     import json
+    import math
     import subprocess
     import tempfile
-
-    import math
 
     import numpy as np
     from PIL import Image

@@ -93,11 +93,10 @@ def test_bootstrap_interval_holds_the_mean_and_narrows_with_n():
 
 
 def test_text_verdicts_catch_invented_and_dropped_objects():
-    from unifusion_core.toy.language import describe
+    from unifusion_core.toy.language import describe, describe_in_order
 
     truth = Scene("white", (A, B))
     assert q.judge_text(describe(truth), truth).exact
-    from unifusion_core.toy.language import describe_in_order
     assert q.judge_text(describe_in_order(truth, truth.objects[::-1]), truth).exact  # request order counts
     swapped = Scene("white", (replace(A, color=B.color), replace(B, color=A.color)))
     assert not q.judge_text(describe_in_order(swapped, swapped.objects[::-1]), truth).exact  # misbound colours do not

@@ -189,7 +189,6 @@ def paraphrase_traced(scene: Scene, rng: random.Random, split: str = "train") ->
     return paraphrase_ordered(scene, rng, split)[:2]
 
 
-
 def paraphrase(scene: Scene, rng: random.Random, split: str = "train") -> str:
     """A seeded paraphrase of ``scene``: synonyms, indirect colours ("the colour of the sky"), word
     order, relational phrasing. ``heldout`` always uses a held-out scene frame (plus some held-out
