@@ -43,6 +43,36 @@ def test_heldout_templates_are_disjoint_from_train():
         assert text not in {paraphrase(scene, random.Random(k), "train") for k in range(100)}
 
 
+def test_heldout_phrases_never_occur_inside_train_text():
+    """The held-out split stays unseen as text, not only by template name: a pattern per held-out form
+    (position phrases, object / background / scene frames, edit wordings) matches held-out prompts and
+    none of thousands of train-split prompts (paraphrases and edit instructions)."""
+    import re
+
+    colours = "|".join(w for ws in lexicon.COLOR_WORDS.values() for w in ws)
+    nouns = "|".join(noun for _, noun in lexicon.COLOR_THINGS.values())
+    forms = {"position": "|".join(re.escape(p) for c in lexicon.POSITIONS["heldout"].values() for p in c),
+             "noun coloured": rf"\b({nouns}) coloured\b", "in colour": rf"\bin ({colours})\b",
+             "background first": r"\bbackground is [a-z ]+ and there is\b", "on bg there is": r"background there is\b",
+             "relation before": r", (to the (left|right) of|above|below)\b",
+             "colour the": r"^(colour|color) the ", "make the colour of": r"^make the (colour|color) of ",
+             "put at": r"^put the [a-z ]+ at the [a-z ]+(?<! away)$", "make small": r"^make the [a-z ]+ (small|little|large|big)$",
+             "to the image": r"to the image$", "take away": r"^take the [a-z ]+ away$",
+             "make into": r"^make the [a-z ]+ into ", "paint background": r"^paint the background (?!the )"}
+
+    def prompts(split, n):
+        rng = random.Random(f"unseen-{split}")
+        texts = [paraphrase(s, rng, split) for s in SCENES for _ in range(n)]
+        return texts + [p for _ in range(300 * n) for p in edit_example(rng, split=split)["prompts"]]
+
+    train, held = prompts("train", 6), prompts("heldout", 3)
+    for name, pattern in forms.items():
+        rx = re.compile(pattern)
+        assert any(rx.search(t) for t in held), name  # the pattern does find its held-out form
+        seen = [t for t in train if rx.search(t)]
+        assert not seen, (name, seen[:3])
+
+
 def _texts(split, n):
     rng = random.Random(split)
     out = [paraphrase(s, rng, split) for s in SCENES[:n]]

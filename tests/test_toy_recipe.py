@@ -27,6 +27,31 @@ def test_a_vlm_stage_continues_the_log_and_ships_with_it(tmp_path, monkeypatch, 
     assert sorted(p.name for p in shipped.parent.iterdir()) == ["unifusion-toy-vlm"]  # no .new / .old left
 
 
+def test_a_warm_start_refuses_a_folder_with_other_word_ids(tmp_path):
+    """A warm start keeps the embedding rows: a folder whose tokenizer numbers the words differently
+    (a word added to lexicon.py shifts every later id) is refused in one sentence, never trained on."""
+    import json
+    import shutil
+
+    import pytest
+
+    from unifusion_core.errors import UniFusionError
+
+    first = tmp_path / "vlm1"
+    train(VLMTrainConfig(out=str(first), preset="test", max_steps=1, batch_size=2, precision="fp32"))
+    shifted = tmp_path / "shifted"
+    shutil.copytree(first, shifted)
+    tok = json.loads((shifted / "tokenizer.json").read_text())
+    vocab = tok["model"]["vocab"]
+    a, b = "circle", "square"
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    (shifted / "tokenizer.json").write_text(json.dumps(tok))
+    with pytest.raises(UniFusionError, match="circle.*wrong embedding rows"):
+        train(VLMTrainConfig(out=str(tmp_path / "out"), preset="test", max_steps=1, batch_size=2, init_from=str(shifted)))
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+    train(VLMTrainConfig(out=str(tmp_path / "ok"), preset="test", max_steps=1, batch_size=2, init_from=str(first)))
+
+
 def test_gpu_stage_parts_run_at_smoke_size_and_leave_what_comes_back(tmp_path):
     """The prepared GPU stage (toy/gpu_stage.py) on this CPU at tiny sizes: each part leaves at most eight
     files of at most 16 MB (what the device machine sends back), and the VLM's tar unpacks into a folder

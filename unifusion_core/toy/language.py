@@ -115,7 +115,8 @@ def position_phrase(cell: int, rng: random.Random, split: str = "train") -> str:
 
 def position_np(cell: int, rng: random.Random) -> str:
     """A noun phrase naming ``cell`` ("upper left corner") for 'move to the ...' instructions."""
-    return rng.choice([p[len("in the "):] for p in lx.POSITIONS["train"][cell] if p.startswith("in the ")])
+    return rng.choice([p[len("in the "):] for p in lx.POSITIONS["train"][cell]
+                       if p.startswith("in the ") and " at the " not in p and " on the " not in p])
 
 
 def _pick(table: dict[str, dict[str, str]], split: str, rng: random.Random, trace: list[str]) -> str:
@@ -157,6 +158,10 @@ def _relational(name: str, objs: list[Obj], phrases: list[str], bg: dict, rng: r
         parts = [head.format(first=phrases[0], **bg)]
         parts += [each.format(obj=p, rel=_relation(objs[0], o), anchor=anchor) for o, p in zip(objs[1:], phrases[1:])]
         return " ".join(parts)
+    if name == "rel_with":
+        head, each, tail = lx.RELATION_FRAMES[name]
+        rest = [each.format(obj=p, rel=_relation(objs[0], o)) for o, p in zip(objs[1:], phrases[1:])]
+        return f"{head.format(first=phrases[0])} {join_list(rest)}{tail.format(**bg)}"
     head, each, tail = lx.RELATION_FRAMES[name]
     parts = [head.format(obj=phrases[1], rel=_relation(objs[0], objs[1]), first=phrases[0])]
     parts += [each.format(obj=p) for p in phrases[2:]]
@@ -179,7 +184,7 @@ def paraphrase_ordered(scene: Scene, rng: random.Random, split: str = "train"
     phrases = [object_phrase(o, rng, split, trace) for o in objs]
     bg = _background(scene, rng, split, trace)
     if name.startswith("rel_"):
-        order = objs if name == "rel_after" else [objs[1], objs[0], *objs[2:]]  # rel_before names the 2nd first
+        order = [objs[1], objs[0], *objs[2:]] if name == "rel_before" else objs  # rel_before names the 2nd first
         return _relational(name, objs, phrases, bg, rng), tuple(trace), tuple(order)
     return frames[name].format(objs=join_list(phrases), **bg), tuple(trace), tuple(objs)
 

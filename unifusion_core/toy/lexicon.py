@@ -33,21 +33,26 @@ _EDGE = {"top center": "at the top", "bottom center": "at the bottom", "middle l
 
 
 def _position_phrases() -> dict[str, dict[int, tuple[str, ...]]]:
+    """Per cell, its ``train`` and ``heldout`` position phrases. The train split also names cells by
+    two parts in either order ("on the left at the top", "in the middle on the left"), so the held-out
+    orders and pairings ("at the top on the left", "on the left in the middle") stay unseen while
+    their parts are not."""
     train: dict[int, tuple[str, ...]] = {}
     heldout: dict[int, tuple[str, ...]] = {}
     for cell, name in enumerate(CELL_NAMES):
         if name == "center":
-            train[cell] = ("in the center", "in the middle", "in the centre")
+            train[cell] = ("in the center", "in the middle", "in the centre", "in the center of the image")
             heldout[cell] = ("in the middle of the image",)
         elif name in _EDGE:
             row, col = name.split()
             alt = f"in the {_ROW_SYN[row][-1]} middle" if row != "middle" else f"in the center {col}"
-            train[cell] = (f"in the {name}", alt, _EDGE[name])
+            train[cell] = (f"in the {name}", alt, _EDGE[name], f"in the middle {_EDGE[name]}")
             other = "at the top" if row == "top" else "at the bottom" if row == "bottom" else f"on the {col}"
             heldout[cell] = (f"{other} in the middle",)
         else:
             row, col = name.split()
-            train[cell] = tuple(f"in the {r} {col}{corner}" for r in _ROW_SYN[row] for corner in ("", " corner"))
+            train[cell] = (*(f"in the {r} {col}{corner}" for r in _ROW_SYN[row] for corner in ("", " corner")),
+                           f"at the {row} {col}", f"on the {col} at the {row}")
             heldout[cell] = (f"at the {row} on the {col}",)
     return {"train": train, "heldout": heldout}
 
@@ -60,12 +65,16 @@ OBJECT_TEMPLATES = {
     "train": {"o_adj": "{art} {size} {color} {shape} {pos}",
               "o_thing": "{art} {size} {shape} the {cn} of {thing} {pos}",
               "o_coloured": "{art} {size} {shape} coloured {color} {pos}",
-              "o_posfirst": "{pos}, {art} {size} {color} {shape}"},
+              "o_posfirst": "{pos}, {art} {size} {color} {shape}",
+              "o_color_coloured": "{art} {size} {color} coloured {shape} {pos}",
+              "o_in_thing": "{art} {size} {shape} in the {cn} of {thing} {pos}",
+              "o_that_is": "{art} {size} {shape} that is {color} {pos}"},
     "heldout": {"o_noun_coloured": "{art} {size} {noun} coloured {shape} {pos}",
                 "o_in_color": "{art} {size} {shape} in {color} {pos}"},
 }
 BACKGROUND_NP = {
-    "train": {"b_adj": "{art} {color} background", "b_thing": "a background the {cn} of {thing}"},
+    "train": {"b_adj": "{art} {color} background", "b_thing": "a background the {cn} of {thing}",
+              "b_coloured": "{art} {color} coloured background"},
     "heldout": {"b_noun_coloured": "{art} {noun} coloured background"},
 }
 BACKGROUND_ADJ = {"train": {"ba_adj": "{color}", "ba_thing": "the {cn} of {thing}"}, "heldout": {}}
@@ -73,31 +82,37 @@ BACKGROUND_ADJ = {"train": {"ba_adj": "{color}", "ba_thing": "the {cn} of {thing
 SCENE_TEMPLATES = {
     "train": {"s_on": "{objs} on {bgnp}", "s_with": "{bgnp} with {objs}",
               "s_image": "an image of {objs} on {bgnp}",
-              "s_there": "there is {objs}. the background is {bgadj}.", "rel_after": None},
+              "s_there": "there is {objs}. the background is {bgadj}.",
+              "s_bg_then": "the background is {bgadj}. there is {objs}.",
+              "s_there_and": "there is {objs} and the background is {bgadj}",
+              "s_on_first": "on {bgnp}, {objs}", "s_there_on": "there is {objs} on {bgnp}",
+              "rel_after": None, "rel_with": None},
     "heldout": {"s_bg_first": "the background is {bgadj} and there is {objs}",
                 "s_on_there": "on {bgnp} there is {objs}", "rel_before": None},
 }
 RELATION_FRAMES = {
     "rel_after": ("{first} on {bgnp}.", "{obj} is {rel} the {anchor}."),
+    "rel_with": ("{first}, with", "{obj} {rel} it", ", on {bgnp}"),
     "rel_before": ("{obj}, {rel} {first},", "and {obj},", "on {bgnp}"),
 }
 RELATION_WORDS = {"left of": "to the left of", "right of": "to the right of", "above": "above", "below": "below"}
 
 EDIT_TEMPLATES = {
     "recolor": {"train": ("make the {ref} {color}", "change the {cn} of the {ref} to {color}",
-                          "paint the {ref} {color}", "make the {ref} the {cn} of {thing}"),
+                          "paint the {ref} {color}", "make the {ref} the {cn} of {thing}",
+                          "change the {ref} to {color}"),
                 "heldout": ("{cn} the {ref} {color}", "make the {cn} of the {ref} {color}")},
     "move": {"train": ("move the {ref} to the {np}", "put the {ref} in the {np}"),
              "heldout": ("put the {ref} at the {np}",)},
-    "resize": {"train": ("make the {ref} {cmp}",), "heldout": ("make the {ref} {size}",)},
-    "add": {"train": ("add {obj}", "put {obj}"), "heldout": ("add {obj} to the image",)},
-    "remove": {"train": ("remove the {ref}", "delete the {ref}", "take away the {ref}"),
+    "resize": {"train": ("make the {ref} {cmp}", "turn the {ref} into {art} {size} {shape}"), "heldout": ("make the {ref} {size}",)},
+    "add": {"train": ("add {obj}", "put {obj}", "add {obj} to it"), "heldout": ("add {obj} to the image",)},
+    "remove": {"train": ("remove the {ref}", "delete the {ref}", "take away the {ref}", "put the {ref} away"),
                "heldout": ("take the {ref} away",)},
     "reshape": {"train": ("turn the {ref} into {art} {shape}", "change the {ref} into {art} {shape}",
-                          "replace the {ref} with {art} {color} {shape}"),
+                          "replace the {ref} with {art} {color} {shape}", "make the {ref} {art} {shape}"),
                 "heldout": ("make the {ref} into {art} {shape}",)},
     "background": {"train": ("make the background {bg}", "change the background to {bg}",
-                             "change the background {cn} to {bg}"),
+                             "change the background {cn} to {bg}", "paint the background the {cn} of {thing}"),
                    "heldout": ("paint the background {bg}",)},
 }
 # two-reference compositions: evaluation only, never in a training manifest

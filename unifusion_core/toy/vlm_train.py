@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UniFusionError
+from ..train.precision import choose_precision
 from ..verifi import system_prompt
 from ..vlm.encoder import VLMEncoder
 from ..vlm.features import Role
@@ -58,7 +60,7 @@ class VLMTrainConfig:
     grad_clip: float = 1.0
     mix: tuple = (0.32, 0.27, 0.27, 0.04, 0.10)  # caption, t2i, edit, pick, compose
     canonical_share: float = 0.2
-    bf16: bool = True
+    precision: str = "auto"  # "auto": bf16 autocast only where the probe finds it faster (train/precision.py)
     seed: int = 0
     log_every: int = 20
     save_minutes: float = 5.0
@@ -188,7 +190,7 @@ def train(cfg: VLMTrainConfig) -> Path:
     (out / "train_config.json").write_text(json.dumps(record, indent=2))
     tokenizer, before = build_tokenizer(), {"trained_steps": 0, "trained_minutes": 0.0}
     if cfg.init_from:
-        model, before, vcfg = _warm_start(Path(cfg.init_from))
+        model, before, vcfg = _warm_start(Path(cfg.init_from), tokenizer)
     else:
         model = build_model(vcfg, tokenizer, cfg.seed)
     model.train()
@@ -244,6 +246,8 @@ def _loop(cfg: VLMTrainConfig, out: Path, model, tokenizer, vcfg, before: dict) 
     model.to(device)  # after the workers started: they only tokenize and render
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                             betas=(0.9, 0.98))
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and choose_precision(device.type) == "bf16")
+    log.info("precision: %s", "bf16 autocast" if bf16 else "fp32")
     start, last_save, step = time.time(), time.time(), 0
     acc_loss, acc_tok, n = torch.zeros((), device=device), torch.zeros((), device=device), 0
     while True:
@@ -253,7 +257,7 @@ def _loop(cfg: VLMTrainConfig, out: Path, model, tokenizer, vcfg, before: dict) 
         for group in opt.param_groups:
             group["lr"] = _lr(cfg, step, step / cfg.max_steps if cfg.max_steps else progress)
         batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss, tok = answer_loss(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -274,16 +278,29 @@ def _loop(cfg: VLMTrainConfig, out: Path, model, tokenizer, vcfg, before: dict) 
     return out
 
 
-def _warm_start(folder: Path):
+def _warm_start(folder: Path, tokenizer):
     """The model of a trained toy VLM folder (fp32, trainable), its training stats and sizes."""
     import transformers
 
     from .toy_vlm import read_toy_json
 
     meta = read_toy_json(folder)
+    _check_same_vocabulary(folder, tokenizer)
     model = transformers.Gemma3ForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
     stats = {k: meta.get(k, 0) for k in ("trained_steps", "trained_minutes")}
     return model.requires_grad_(True), stats, ToyVLMConfig(**meta["config"])
+
+
+def _check_same_vocabulary(folder: Path, tokenizer) -> None:
+    """A warm start keeps the embedding rows, so the toy language must still have the word ids the
+    folder's model was trained with (a new word in lexicon.py shifts every id after it)."""
+    saved = json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]
+    now = tokenizer.get_vocab()
+    if saved != {t: i for t, i in now.items() if t in saved} or len(now) != len(saved):
+        diff = sorted(set(now) ^ set(saved)) or sorted(t for t in now if now[t] != saved[t])
+        raise UniFusionError(f"--init-from {folder} was trained on a vocabulary of {len(saved)} words and the toy "
+                             f"language now has {len(now)} (differing: {', '.join(diff[:8])}); a warm start would "
+                             "read the wrong embedding rows. Train from scratch or keep the word list unchanged.")
 
 
 def _encoder(out: Path, model, tokenizer) -> VLMEncoder:
@@ -345,7 +362,8 @@ def parse_args(argv=None) -> VLMTrainConfig:
     p.add_argument("--mix", default=",".join(map(str, d.mix)),
                    help=f"task weights, comma-separated, in the order {','.join(TASKS)}")
     p.add_argument("--init-from", default=d.init_from, help="continue training this toy VLM folder")
-    p.add_argument("--no-bf16", dest="bf16", action="store_false")
+    p.add_argument("--precision", default=d.precision, choices=("auto", "bf16", "fp32"),
+                   help="auto: bf16 autocast only where a short probe finds it faster on this machine")
     p.add_argument("--rewrite-order", default=d.rewrite_order, choices=("canonical", "request"),
                    help="T2I rewrites: objects by cell (canonical) or in the request's order")
     p.add_argument("--device", default=d.device, choices=("cpu", "cuda", "auto"))
@@ -360,6 +378,6 @@ def parse_args(argv=None) -> VLMTrainConfig:
     if len(mix) != len(TASKS) or min(mix) < 0 or sum(mix) <= 0:
         p.error(f"--mix should be {len(TASKS)} non-negative weights ({','.join(TASKS)}), found {a.mix!r}")
     return VLMTrainConfig(out=a.out, minutes=a.minutes, preset=a.preset, batch_size=a.batch_size,
-                          lr=a.lr, max_steps=a.max_steps, seed=a.seed, log_every=a.log_every, bf16=a.bf16,
+                          lr=a.lr, max_steps=a.max_steps, seed=a.seed, log_every=a.log_every, precision=a.precision,
                           threads=a.threads, warmup_steps=a.warmup_steps, init_from=a.init_from, mix=mix,
                           augment=a.augment, device=a.device, workers=a.workers, rewrite_order=a.rewrite_order)
