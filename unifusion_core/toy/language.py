@@ -114,7 +114,8 @@ def position_phrase(cell: int, rng: random.Random, split: str = "train") -> str:
 
 
 def position_np(cell: int, rng: random.Random) -> str:
-    """A noun phrase naming ``cell`` ("upper left corner") for 'move to the ...' instructions."""
+    """A noun phrase naming ``cell`` ("upper left corner") for 'move to the ...' instructions (the
+    two-part train phrases such as "in the middle at the top" do not read as a noun phrase)."""
     return rng.choice([p[len("in the "):] for p in lx.POSITIONS["train"][cell]
                        if p.startswith("in the ") and " at the " not in p and " on the " not in p])
 

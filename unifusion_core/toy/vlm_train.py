@@ -296,8 +296,8 @@ def _check_same_vocabulary(folder: Path, tokenizer) -> None:
     folder's model was trained with (a new word in lexicon.py shifts every id after it)."""
     saved = json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]
     now = tokenizer.get_vocab()
-    if saved != {t: i for t, i in now.items() if t in saved} or len(now) != len(saved):
-        diff = sorted(set(now) ^ set(saved)) or sorted(t for t in now if now[t] != saved[t])
+    if saved != now:
+        diff = sorted(t for t in set(now) | set(saved) if now.get(t) != saved.get(t))
         raise UniFusionError(f"--init-from {folder} was trained on a vocabulary of {len(saved)} words and the toy "
                              f"language now has {len(now)} (differing: {', '.join(diff[:8])}); a warm start would "
                              "read the wrong embedding rows. Train from scratch or keep the word list unchanged.")
