@@ -23,6 +23,7 @@ MIN = {  # threshold <- values at BASE, BASE+1, BASE+2 (2026-12-06, AMD EPYC, st
     "t2i_f1_verifi": 0.90,  # 1.000, 1.000, 1.000 (chance floor 0.000, 0.000, 0.013)
     "t2i_f1_margin": 0.90,  # 1.000, 1.000, 0.987 over the floor measured on the same images
     "edit_preserved": 0.50,  # 0.560, 0.680, 0.680 (do nothing: 1.000; the model redraws what it should keep)
+    "edit_true_rewrite": 0.80,  # measured below (applied and preserved, the DiT teacher-forced on the true rewrite)
     "compose_f1": 0.35,  # 0.619, 0.566, 0.630
     "vlm_rewrite_exact": 0.85,  # 1.000, 1.000, 0.920 (canonical requests)
     "vlm_caption_attr": 0.90,  # 0.986, 0.990, 0.995
@@ -32,7 +33,7 @@ MIN = {  # threshold <- values at BASE, BASE+1, BASE+2 (2026-12-06, AMD EPYC, st
 def measure(pipe, base: int = BASE) -> dict:
     scenes = q.t2i_scenes(N, base=base)
     t2i = q.t2i_set(pipe, [s[0] for s in scenes], [s[1] for s in scenes], verifi=True)
-    e = q.edit_set(pipe, q.edit_examples(N + 3, base=base)[:N])
+    e = q.edit_set(pipe, q.edit_examples(N + 3, base=base)[:N], true_rewrite=True)
     c = q.compose_set(pipe, N, base=base)
     rw = q.vlm_texts(pipe.vlm, "t2i", N, "canonical", base=base)
     cap = q.vlm_texts(pipe.vlm, "caption", N, base=base)
@@ -40,6 +41,8 @@ def measure(pipe, base: int = BASE) -> dict:
             "t2i_f1_margin": float(np.mean(q.f1(t2i.scores)) - np.mean(q.f1(t2i.floor))),
             "edit_preserved": float(np.mean([v.preserved for v in e.verdicts])),
             "edit_preserved_do_nothing": float(np.mean([v.preserved for v in e.unchanged])),
+            "edit_true_rewrite": float(np.mean([v.applied and v.preserved for v in e.true_rewrite])),
+            "edit_true_rewrite_do_nothing": float(np.mean([v.applied and v.preserved for v in e.unchanged])),
             "compose_f1": float(np.mean(q.f1(c.scores))),
             "vlm_rewrite_exact": float(np.mean([t.exact for t in rw])),
             "vlm_caption_attr": float(np.mean([q.attribute_accuracy([t.score for t in cap], k) for k in range(4)]))}
@@ -63,6 +66,12 @@ def test_shipped_t2i_follows_prompts_above_the_chance_floor(figures):
 
 def test_shipped_edits_keep_what_they_should(figures):
     assert figures["edit_preserved"] >= MIN["edit_preserved"], figures
+
+
+def test_shipped_dit_draws_the_true_edit_rewrite(figures):
+    """Teacher-forced on the right rewrite, the DiT alone applies the edit and keeps the rest."""
+    assert figures["edit_true_rewrite"] >= MIN["edit_true_rewrite"], figures
+    assert figures["edit_true_rewrite_do_nothing"] == 0.0, figures  # the source itself never passes as the edit
 
 
 def test_shipped_zero_shot_two_reference_composition(figures):

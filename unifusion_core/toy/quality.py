@@ -69,16 +69,19 @@ def _greedy():
 
 
 @torch.no_grad()
-def generate(pipe, prompts, refs, verifi: bool, seed: int, cfg: float = CFG, steps: int = STEPS):
+def generate(pipe, prompts, refs, verifi: bool, seed: int, cfg: float = CFG, steps: int = STEPS,
+             rewrites=None):
     """Images (B, H, W, 3) for prompts with their reference image lists, through the pipeline's
     requests (``Request``, greedy VERIFI rewrites), a chunk at a time; example i's noise comes from
-    seed ``seed + i`` alone, so two runs on the same examples are paired."""
+    seed ``seed + i`` alone, so two runs on the same examples are paired. ``rewrites``: condition on
+    these rewrites instead (teacher-forced VERIFI), which takes the VLM's rewriting out of the result."""
     from ..pipeline import Request
 
     images = []
     for s in range(0, len(prompts), CHUNK):
         reqs = [Request(p, images=list(r), width=SIZE, height=SIZE, seed=seed + s + k, steps=steps, guidance=cfg,
-                        verifi=verifi, verifi_sampling=_greedy() if verifi else None)
+                        verifi=verifi, verifi_sampling=_greedy() if verifi else None,
+                        rewrite=None if rewrites is None else rewrites[s + k])
                 for k, (p, r) in enumerate(zip(prompts[s:s + CHUNK], refs[s:s + CHUNK]))]
         images += [g.images[0] for g in pipe.generate(reqs)]
     return torch.stack(images)
@@ -164,21 +167,30 @@ class EditSet:
     verdicts: list  # model
     unchanged: list  # "do nothing": the source returned as it is
     ceiling: list  # the target render
+    true_rewrite: list | None = None  # the model conditioned on the true rewrite (teacher-forced): the DiT alone
 
 
-def edit_set(pipe, examples, verifi: bool = True, seed: int = SEED + 1) -> EditSet:
+def edit_set(pipe, examples, verifi: bool = True, seed: int = SEED + 1, true_rewrite: bool = False) -> EditSet:
+    """Edit verdicts of the model, "do nothing" and the ceiling; with ``true_rewrite`` also of the
+    model conditioned on each example's true rewrite (same noise), which separates the DiT's share
+    of the errors from the VLM's."""
     sources = [Scene.from_json(e["refs"][0]) for e in examples]
     targets = [Scene.from_json(e["target"]) for e in examples]
     shown = [render(s, SIZE) for s in sources]  # rendered once: the model's reference and "do nothing"
-    images = generate(pipe, [e["prompts"][0] for e in examples], [[im] for im in shown], verifi, seed)
+    prompts, refs = [e["prompts"][0] for e in examples], [[im] for im in shown]
+    images = generate(pipe, prompts, refs, verifi, seed)
     kinds = [e["kind"] for e in examples]
 
     def verdicts(reads):
         return [ev.edit_verdict(p, s, t, k) for p, s, t, k in zip(reads, sources, targets, kinds)]
 
+    given = None
+    if true_rewrite:
+        given = verdicts([ev.read_scene(im) for im in
+                          generate(pipe, prompts, refs, True, seed, rewrites=[e["rewrite"] for e in examples])])
     return EditSet(kinds, verdicts([ev.read_scene(im) for im in images]),
                    verdicts([ev.read_scene(im) for im in shown]),
-                   verdicts([ev.read_scene(render(t, SIZE)) for t in targets]))
+                   verdicts([ev.read_scene(render(t, SIZE)) for t in targets]), given)
 
 
 # -- compositions --------------------------------------------------------------------------------------
