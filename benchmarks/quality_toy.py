@@ -26,6 +26,7 @@ from unifusion_core.pipeline import UniFusionPipeline  # noqa: E402
 from unifusion_core.toy import quality as q  # noqa: E402
 from unifusion_core.toy.recipe import ABLATIONS_DIR  # noqa: E402
 from unifusion_core.toy.shipped import CHECKPOINT, VLM_DIR  # noqa: E402
+from unifusion_core.toy.vlm_train import trained_edit_rewrite  # noqa: E402
 
 GOALS = {"exact_1": 0.95, "exact_2": 0.85, "exact_3": 0.70, "f1": 0.95, "edit": 0.90, "compose_f1": 0.70}
 
@@ -115,8 +116,8 @@ def t2i_section(rep, pipe, n, name="model"):
     return v
 
 
-def edit_section(rep, pipe, n):
-    exs = q.edit_examples(n)
+def edit_section(rep, pipe, n, vlm_folder):
+    exs = q.edit_examples(n, rewrite_style=trained_edit_rewrite(vlm_folder))
     e = q.edit_set(pipe, exs, true_rewrite=True)
     rep(f"\n## Edits ({n} held-out instructions, {n // len(set(e.kinds))} per kind, VERIFI; "
         "applied = asked change visible, preserved = untouched objects exact; "
@@ -216,7 +217,7 @@ def main():
     pipe = UniFusionPipeline.from_files(args.checkpoint, args.vlm)
     if not args.only_vlm:
         t2i_section(rep, pipe, args.n)
-        edit_section(rep, pipe, args.n_edit)
+        edit_section(rep, pipe, args.n_edit, args.vlm)
         compose_section(rep, pipe, args.n_compose)
     if args.vlm_n:
         vlm_section(rep, pipe.vlm, args.vlm_n)

@@ -15,6 +15,7 @@ import torch
 from unifusion_core.pipeline import UniFusionPipeline
 from unifusion_core.toy import quality as q
 from unifusion_core.toy.shipped import require_shipped
+from unifusion_core.toy.vlm_train import trained_edit_rewrite
 
 N = 25  # one chunk per figure
 BASE = q.SEED + 1  # example seed of this subset (the spread below was measured at BASE, BASE+1, BASE+2)
@@ -31,9 +32,10 @@ MIN = {  # threshold <- values at BASE, BASE+1, BASE+2 (2026-12-06, AMD EPYC, st
 
 
 def measure(pipe, base: int = BASE) -> dict:
+    style = trained_edit_rewrite(require_shipped()[1])
     scenes = q.t2i_scenes(N, base=base)
     t2i = q.t2i_set(pipe, [s[0] for s in scenes], [s[1] for s in scenes], verifi=True)
-    e = q.edit_set(pipe, q.edit_examples(N + 3, base=base)[:N], true_rewrite=True)
+    e = q.edit_set(pipe, q.edit_examples(N + 3, base=base, rewrite_style=style)[:N], true_rewrite=True)
     c = q.compose_set(pipe, N, base=base)
     rw = q.vlm_texts(pipe.vlm, "t2i", N, "canonical", base=base)
     cap = q.vlm_texts(pipe.vlm, "caption", N, base=base)

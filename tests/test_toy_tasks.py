@@ -114,3 +114,28 @@ def test_request_order_data_set_has_the_same_prompts_and_scenes_with_reordered_r
     assert sum(x["rewrite"] != y["rewrite"] for x, y in zip(ra, rb)) > 5
     with pytest.raises(UniFusionError, match="rewrite_order should be"):
         write_dataset(tmp_path / "c", t2i=1, rewrite_order="sorted")
+
+
+def test_source_first_edit_rewrites_read_the_source_then_state_the_target(tmp_path):
+    from unifusion_core.errors import UniFusionError
+    from unifusion_core.toy import lexicon
+    from unifusion_core.toy.language import edit_rewrite, parse_description, vocabulary, words
+
+    a = write_dataset(tmp_path / "a", t2i=10, edit=30, seed=4)
+    b = write_dataset(tmp_path / "b", t2i=10, edit=30, seed=4, edit_rewrite_style="source_first")
+    ra, rb = ([json.loads(x) for x in m.read_text().splitlines()] for m in (a, b))
+    sc = [json.loads(x) for x in (tmp_path / "b" / "scenes.jsonl").read_text().splitlines()]
+    assert [r["prompt"] for r in ra] == [r["prompt"] for r in rb]  # only the edits' rewrites differ
+    vocab = set(vocabulary())
+    for x, y, s in zip(ra, rb, sc):
+        target = Scene.from_json(s["target"])
+        assert parse_description(y["rewrite"]) == target == parse_description(x["rewrite"])
+        if s["task"] == "edit":
+            source = Scene.from_json(s["refs"][0])
+            assert y["rewrite"] == f"{describe(source)}. {lexicon.EDIT_MARK} {describe(target)}"
+            assert parse_description(y["rewrite"].split(lexicon.EDIT_MARK)[0]) == source != target
+            assert set(words(y["rewrite"])) <= vocab  # the toy VLM's tokenizer has every word
+        else:
+            assert y["rewrite"] == x["rewrite"] and lexicon.EDIT_MARK not in y["rewrite"]
+    with pytest.raises(UniFusionError, match="edit rewrite style should be one of"):
+        edit_rewrite(source, target, "diff")

@@ -115,3 +115,24 @@ def test_request_order_rewrites_describe_the_same_scene_in_the_request_order():
         canonical, scene_c = make_prompt("t2i", random.Random(seed))
         assert canonical.generated == describe(scene_c)
     assert moved > 20  # multi-object requests mostly name their objects out of cell order
+
+
+def test_the_edit_rewrite_style_a_folder_was_trained_with(tmp_path):
+    import json
+    import random
+
+    from unifusion_core.errors import UniFusionError
+    from unifusion_core.toy import lexicon
+    from unifusion_core.toy.vlm_train import make_prompt, parse_args, trained_edit_rewrite
+
+    assert trained_edit_rewrite(tmp_path) == "target"  # no train_config.json: the original style
+    (tmp_path / "train_config.json").write_text(json.dumps({"edit_rewrite": "source_first"}))
+    assert trained_edit_rewrite(tmp_path) == "source_first"
+    (tmp_path / "train_config.json").write_text(json.dumps({"edit_rewrite": "diff"}))
+    with pytest.raises(UniFusionError, match="edit rewrite style"):
+        trained_edit_rewrite(tmp_path)
+    assert parse_args(["--edit-rewrite", "source_first"]).edit_rewrite == "source_first"
+    prompt, target = make_prompt("edit", random.Random(1), edit_rewrite="source_first")
+    plain, same = make_prompt("edit", random.Random(1))
+    assert target == same and lexicon.EDIT_MARK in prompt.generated and lexicon.EDIT_MARK not in plain.generated
+    assert prompt.generated.endswith(plain.generated)

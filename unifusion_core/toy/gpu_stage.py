@@ -31,6 +31,7 @@ import tarfile
 import time
 from pathlib import Path
 
+from .language import EDIT_REWRITES
 from .shipped import CHECKPOINT, VLM_DIR
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def vlm_stage(a) -> int:
     cfg = VLMTrainConfig(out=str(work), init_from=a.init or str(VLM_DIR), minutes=a.minutes, batch_size=a.batch_size,
                          lr=a.lr, warmup_steps=50, seed=a.seed, device="auto", workers=a.workers, threads=1,
                          mix=(0.36, 0.26, 0.28, 0.03, 0.07), augment=a.augment, rewrite_order=a.rewrite_order,
-                         preset="test" if a.smoke else "toy",
+                         edit_rewrite=a.edit_rewrite, preset="test" if a.smoke else "toy",
                          max_steps=3 if a.smoke else 0)
     train(cfg)
     minutes = (time.time() - t0) / 60
@@ -71,7 +72,8 @@ def dit_stage(a) -> int:
     recipe.main(["--vlm", a.vlm, "--out", str(work), "--continue_from", a.init or str(CHECKPOINT),
                  "--stage_steps", str(a.steps), "--stage_t2i", str(a.t2i), "--stage_edits", str(a.edits),
                  "--stage_seed", str(a.seed), "--abs_pos_grid", "-1", "--batch_size", str(a.batch_size),
-                 "--lr", str(a.lr), "--snapshot_every", str(max(1, a.steps // 6)), "--rewrite_order", a.rewrite_order])
+                 "--lr", str(a.lr), "--snapshot_every", str(max(1, a.steps // 6)), "--rewrite_order", a.rewrite_order,
+                 "--edit_rewrite", a.edit_rewrite])
     run = work / "main"
     shutil.copy(run / "unifusion.safetensors", out / "unifusion-toy.safetensors")
     shutil.copy(run / "log.csv", out / "log.csv")
@@ -95,6 +97,7 @@ def main(argv=None) -> int:
     v.add_argument("--lr", type=float, default=4e-4)
     v.add_argument("--augment", type=float, default=0.0)
     v.add_argument("--rewrite_order", default="canonical", choices=("canonical", "request"))
+    v.add_argument("--edit_rewrite", default="target", choices=EDIT_REWRITES)
     v.add_argument("--workers", type=int, default=_workers())
     v.add_argument("--eval_n", type=int, default=100)
     d = sub.add_parser("dit", help="a further DiT stage on the GPU")
@@ -106,6 +109,7 @@ def main(argv=None) -> int:
     d.add_argument("--edits", type=int, default=-1, help="-1: 40%% of --t2i")
     d.add_argument("--curve_n", type=int, default=60)
     d.add_argument("--rewrite_order", default="canonical", choices=("canonical", "request"))
+    d.add_argument("--edit_rewrite", default="target", choices=EDIT_REWRITES)
     for p in (v, d):
         p.add_argument("--out", required=True, help="where the files to bring back go ($OUT on the device)")
         p.add_argument("--work", default="runs/gpu_stage", help="scratch folder (stays on the device)")

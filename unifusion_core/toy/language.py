@@ -8,6 +8,11 @@ cell order (row-major)::
     an empty white background                                          (a scene without objects)
 
 ``parse_description`` inverts it exactly (case, surrounding spaces and a final period are ignored).
+An edit rewrite in the ``source_first`` style (``edit_rewrite``) states the source first::
+
+    a large red circle in the top left on a grey background. edited: a large blue circle in the top left on ...
+
+and parses to the scene after the mark (the edited image).
 ``paraphrase(scene, rng, split)`` draws a variant from the ``train`` or ``heldout`` forms of
 lexicon.py; the two splits share no template (see ``paraphrase_traced``) and the held-out split
 uses only words the train split uses. All text is lower case; ``words`` splits it into tokens.
@@ -22,6 +27,7 @@ from . import lexicon as lx
 from .world import BACKGROUNDS, OBJECT_COLORS, SHAPES, SIZES, Obj, Scene
 
 SPLITS = ("train", "heldout")
+EDIT_REWRITES = ("target", "source_first")  # an edit's VERIFI rewrite: the target's description, or source's first
 _TOKEN = re.compile(r"[a-z]+|[.,;:]")
 
 
@@ -64,6 +70,17 @@ def describe_in_order(scene: Scene, objects) -> str:
     return f"{join_list([object_canonical(o) for o in objects])} on {article(scene.background)} {scene.background} background"
 
 
+def edit_rewrite(source: Scene, target: Scene, style: str = "target") -> str:
+    """An edit's VERIFI rewrite: ``style`` "target" is the target's description; "source_first" states
+    the source's description first and then, after ``lexicon.EDIT_MARK``, the target's, so the VLM
+    edits a text it has just read off the image instead of editing the image in one go."""
+    if style not in EDIT_REWRITES:
+        raise UniFusionError(f"edit rewrite style should be one of {EDIT_REWRITES}, found {style!r}.")
+    if style == "target":
+        return describe(target)
+    return f"{describe(source)}. {lx.EDIT_MARK} {describe(target)}"
+
+
 def _alt(names) -> str:
     return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
 
@@ -74,8 +91,10 @@ _EMPTY_RE = re.compile(rf"an empty ({_alt(BACKGROUNDS)}) background")
 
 
 def parse_description(text: str) -> Scene | None:
-    """The scene a canonical description states, or None when ``text`` is not one."""
-    text = " ".join(text.lower().split()).rstrip(".").strip()
+    """The scene a canonical description states, or None when ``text`` is not one; of a
+    ``source_first`` edit rewrite, the scene after the mark (the edited image)."""
+    text = " ".join(text.lower().split())
+    text = text.rsplit(lx.EDIT_MARK, 1)[-1].rstrip(".").strip()
     empty = _EMPTY_RE.fullmatch(text)
     if empty:
         return Scene(empty.group(1), ())

@@ -134,4 +134,6 @@ COMPOSE_TEMPLATES = {
     "recolor_like": ("make the object in the first image the {cn} of the object in the second image",),
 }
 RECON_TEMPLATES = ("reconstruct this image.",)
+# an edit rewrite in the "source_first" style: the source's description, this mark, the target's
+EDIT_MARK = "edited:"
 EXTRA_WORDS = ("a", "an", "and", "on", "in", "the", "background", "empty", "of", "to", "it", "is")

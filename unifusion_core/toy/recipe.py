@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+from .language import EDIT_REWRITES
 from .shipped import CHECKPOINT, MODELS_DIR, VLM_DIR
 from .tasks import write_dataset
 
@@ -103,6 +104,8 @@ def continue_stage(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     edits = args.stage_edits if args.stage_edits >= 0 else args.stage_t2i * 2 // 5
     order = {} if args.rewrite_order == "canonical" else {"rewrite_order": args.rewrite_order}  # same stamp as before
+    if args.edit_rewrite != "target":
+        order["edit_rewrite_style"] = args.edit_rewrite
     data = _dataset(out / "data", t2i=args.stage_t2i, edit=edits, recon=args.stage_t2i * 3 // 100,
                     size=32, seed=args.stage_seed, **order)
     flags = {"manifest": data, "vlm": args.vlm, "preset": "toy", "resolution": 32, "buckets": "1:1",
@@ -162,6 +165,8 @@ def main(argv=None) -> int:
     stage.add_argument("--stage_edits", type=int, default=-1, help="single-reference edits (-1: 40%% of --stage_t2i)")
     stage.add_argument("--rewrite_order", default="canonical", choices=("canonical", "request"),
                        help="T2I VERIFI rewrites: objects by cell, or in the request's order (a VLM trained so)")
+    stage.add_argument("--edit_rewrite", default="target", choices=EDIT_REWRITES,
+                       help="edit VERIFI rewrites: the target's description, or the source's first (a VLM trained so)")
     stage.add_argument("--snapshot_every", type=int, default=250, help="steps between the curve's snapshots")
     stage.add_argument("--stage_seed", type=int, default=11, help="data seed (each stage its own)")
     stage.add_argument("--abs_pos_grid", type=int, default=8, help="learned absolute position table (-1: keep)")

@@ -33,7 +33,7 @@ from ..verifi import system_prompt
 from ..vlm.encoder import VLMEncoder
 from ..vlm.features import Role
 from ..vlm.prompts import Prompt
-from .language import describe, parse_description
+from .language import EDIT_REWRITES, describe, parse_description
 from .tasks import compose_example, edit_example, t2i_example
 from .toy_vlm import ToyVLMConfig, build_model, build_tokenizer, save_folder
 from .world import Scene, random_scene, render
@@ -69,6 +69,7 @@ class VLMTrainConfig:
     init_from: str = ""  # a toy VLM folder to continue from (its steps and minutes add up)
     augment: float = 0.0  # share of T2I / edit requests perturbed by ``augment`` (train phrasing only)
     rewrite_order: str = "canonical"  # T2I rewrites list the objects "canonical"ly (by cell) or in the "request"'s order
+    edit_rewrite: str = "target"  # edit rewrites: the "target"'s description, or the source's first ("source_first")
     device: str = "cpu"  # "cpu" | "cuda" | "auto" (CUDA when present)
     workers: int = 0  # processes drawing batches (a GPU outruns one CPU core's batches); 0: in the loop
 
@@ -89,10 +90,11 @@ def augment(text: str, rng: random.Random) -> str:
 
 
 def make_prompt(task: str, rng: random.Random, split: str = "train", augment_share: float = 0.0,
-                rewrite_order: str = "canonical") -> tuple[Prompt, Scene]:
+                rewrite_order: str = "canonical", edit_rewrite: str = "target") -> tuple[Prompt, Scene]:
     """One example of ``task``: the prompt with its answer in ``generated``, and the target scene.
     ``rewrite_order`` "request": a T2I rewrite lists the objects in the order the request names them
-    (canonical phrasing each), so rewriting needs no reordering."""
+    (canonical phrasing each), so rewriting needs no reordering. ``edit_rewrite`` "source_first": an
+    edit rewrite describes the source image first (``language.edit_rewrite``)."""
     if task == "caption":
         scene = random_scene(rng)
         return Prompt(rng.choice(CAPTION_INSTRUCTIONS), system_prompt("edit"), [render(scene)],
@@ -102,7 +104,7 @@ def make_prompt(task: str, rng: random.Random, split: str = "train", augment_sha
         return Prompt(_maybe_augment(ex["prompts"][0], rng, split, augment_share), system_prompt("t2i"),
                       generated=ex["rewrite"]), Scene.from_json(ex["target"])
     if task == "edit":
-        ex = edit_example(rng, split=split)
+        ex = edit_example(rng, split=split, rewrite_style=edit_rewrite)
         source = Scene.from_json(ex["refs"][0])
         return Prompt(_maybe_augment(ex["prompts"][0], rng, split, augment_share), system_prompt("edit"), [render(source)],
                       generated=ex["rewrite"]), Scene.from_json(ex["target"])
@@ -150,7 +152,8 @@ def collate(examples: list[dict], pad_id: int) -> dict:
 
 def sample_batch(encoder: VLMEncoder, rng: random.Random, cfg: VLMTrainConfig) -> dict:
     tasks = rng.choices(TASKS, weights=cfg.mix, k=cfg.batch_size)
-    examples = [encode_example(encoder, make_prompt(t, rng, augment_share=cfg.augment, rewrite_order=cfg.rewrite_order)[0])
+    examples = [encode_example(encoder, make_prompt(t, rng, augment_share=cfg.augment, rewrite_order=cfg.rewrite_order,
+                                                        edit_rewrite=cfg.edit_rewrite)[0])
                 for t in tasks]
     return collate(examples, encoder.tokenizer.pad_token_id)
 
@@ -320,6 +323,16 @@ def _save(out: Path, model, tokenizer, vcfg: ToyVLMConfig, step: int, start: flo
 # measurement
 # --------------------------------------------------------------------------------------------------
 
+def trained_edit_rewrite(folder) -> str:
+    """The edit rewrite style a toy VLM folder was trained with (its last stage's train_config.json;
+    "target" when it predates the option or was not trained by train-vlm)."""
+    path = Path(folder) / "train_config.json"
+    style = json.loads(path.read_text()).get("edit_rewrite", "target") if path.is_file() else "target"
+    if style not in EDIT_REWRITES:
+        raise UniFusionError(f"{path} should name an edit rewrite style of {EDIT_REWRITES}, found {style!r}.")
+    return style
+
+
 def evaluate(folder, n: int = 200, seed: int = 12345, tasks=("caption", "t2i", "edit")) -> dict:
     """Greedy ``VLMEncoder.generate`` on ``n`` fresh scenes per task (t2i / edit on the held-out
     paraphrase and instruction split); each answer is parsed and fact-scored against the true
@@ -366,6 +379,8 @@ def parse_args(argv=None) -> VLMTrainConfig:
                    help="auto: bf16 autocast only where a short probe finds it faster on this machine")
     p.add_argument("--rewrite-order", default=d.rewrite_order, choices=("canonical", "request"),
                    help="T2I rewrites: objects by cell (canonical) or in the request's order")
+    p.add_argument("--edit-rewrite", default=d.edit_rewrite, choices=EDIT_REWRITES,
+                   help="edit rewrites: the target's description, or the source image's description first")
     p.add_argument("--device", default=d.device, choices=("cpu", "cuda", "auto"))
     p.add_argument("--workers", type=int, default=d.workers, help="batch-drawing processes (for a GPU)")
     p.add_argument("--augment", type=float, default=d.augment,
@@ -380,4 +395,5 @@ def parse_args(argv=None) -> VLMTrainConfig:
     return VLMTrainConfig(out=a.out, minutes=a.minutes, preset=a.preset, batch_size=a.batch_size,
                           lr=a.lr, max_steps=a.max_steps, seed=a.seed, log_every=a.log_every, precision=a.precision,
                           threads=a.threads, warmup_steps=a.warmup_steps, init_from=a.init_from, mix=mix,
-                          augment=a.augment, device=a.device, workers=a.workers, rewrite_order=a.rewrite_order)
+                          augment=a.augment, device=a.device, workers=a.workers, rewrite_order=a.rewrite_order,
+                          edit_rewrite=a.edit_rewrite)
