@@ -120,13 +120,14 @@ def test_source_first_edit_rewrites_read_the_source_then_state_the_target(tmp_pa
     from unifusion_core.errors import UniFusionError
     from unifusion_core.toy import lexicon
     from unifusion_core.toy.language import edit_rewrite, parse_description, vocabulary, words
+    from unifusion_core.toy.toy_vlm import build_tokenizer
 
     a = write_dataset(tmp_path / "a", t2i=10, edit=30, seed=4)
     b = write_dataset(tmp_path / "b", t2i=10, edit=30, seed=4, edit_rewrite_style="source_first")
     ra, rb = ([json.loads(x) for x in m.read_text().splitlines()] for m in (a, b))
     sc = [json.loads(x) for x in (tmp_path / "b" / "scenes.jsonl").read_text().splitlines()]
     assert [r["prompt"] for r in ra] == [r["prompt"] for r in rb]  # only the edits' rewrites differ
-    vocab = set(vocabulary())
+    vocab, tok = set(vocabulary()), build_tokenizer()
     for x, y, s in zip(ra, rb, sc):
         target = Scene.from_json(s["target"])
         assert parse_description(y["rewrite"]) == target == parse_description(x["rewrite"])
@@ -135,6 +136,8 @@ def test_source_first_edit_rewrites_read_the_source_then_state_the_target(tmp_pa
             assert y["rewrite"] == f"{describe(source)}. {lexicon.EDIT_MARK} {describe(target)}"
             assert parse_description(y["rewrite"].split(lexicon.EDIT_MARK)[0]) == source != target
             assert set(words(y["rewrite"])) <= vocab  # the toy VLM's tokenizer has every word
+            decoded = tok.decode(tok(y["rewrite"])["input_ids"], skip_special_tokens=True)  # "... edited : ..."
+            assert "edited :" in decoded and parse_description(decoded) == target
         else:
             assert y["rewrite"] == x["rewrite"] and lexicon.EDIT_MARK not in y["rewrite"]
     with pytest.raises(UniFusionError, match="edit rewrite style should be one of"):

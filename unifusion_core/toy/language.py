@@ -87,14 +87,16 @@ def _alt(names) -> str:
 
 _OBJ_RE = re.compile(rf"an? ({_alt(SIZES)}) ({_alt(OBJECT_COLORS)}) ({_alt(SHAPES)}) in the ({_alt(lx.CELL_NAMES)})")
 _SCENE_RE = re.compile(rf"(.+) on an? ({_alt(BACKGROUNDS)}) background")
+_MARK_RE = re.compile(r"\s*".join(re.escape(w) for w in words(lx.EDIT_MARK)))  # decoded: "edited :"
 _EMPTY_RE = re.compile(rf"an empty ({_alt(BACKGROUNDS)}) background")
 
 
 def parse_description(text: str) -> Scene | None:
     """The scene a canonical description states, or None when ``text`` is not one; of a
-    ``source_first`` edit rewrite, the scene after the mark (the edited image)."""
+    ``source_first`` edit rewrite, the scene after the mark (the edited image; a word-level
+    tokenizer decodes the mark as "edited :")."""
     text = " ".join(text.lower().split())
-    text = text.rsplit(lx.EDIT_MARK, 1)[-1].rstrip(".").strip()
+    text = _MARK_RE.split(text)[-1].rstrip(".").strip()
     empty = _EMPTY_RE.fullmatch(text)
     if empty:
         return Scene(empty.group(1), ())
