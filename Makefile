@@ -80,6 +80,9 @@ toy-train: $(STAMP)
 	$(PY) -m unifusion_core.toy train-vlm --init-from unifusion_core/toy/models/unifusion-toy-vlm --out runs/vlm6/vlm --minutes 50 --batch-size 64 --lr 6e-4 --warmup-steps 50 --seed 5 --threads 1 --mix 0.36,0.26,0.28,0.03,0.07 --rewrite-order request
 	$(PY) -m unifusion_core.toy.recipe --vlm runs/vlm6/vlm --continue_from unifusion_core/toy/models/unifusion-toy.safetensors --out runs/stage6 --stage_t2i 12000 --stage_steps 1800 --stage_seed 15 --rewrite_order request --ship
 	$(PY) -m unifusion_core.toy curve runs/stage6/main
+	$(PY) -m unifusion_core.toy train-vlm --init-from unifusion_core/toy/models/unifusion-toy-vlm --out runs/vlm7/vlm --minutes 65 --batch-size 64 --lr 6e-4 --warmup-steps 50 --seed 6 --threads 2 --mix 0.22,0.24,0.44,0.03,0.07 --rewrite-order request
+	$(PY) -m unifusion_core.toy.recipe --vlm runs/vlm7/vlm --continue_from unifusion_core/toy/models/unifusion-toy.safetensors --out runs/stage7 --stage_t2i 12000 --stage_steps 1300 --stage_seed 16 --rewrite_order request --ship
+	$(PY) -m unifusion_core.toy curve runs/stage7/main
 
 # the quality report of the shipped toy models (README "Toy models")
 quality: $(STAMP)
