@@ -103,11 +103,11 @@ def continue_stage(args) -> int:
     out, t0 = Path(args.out), time.time()
     out.mkdir(parents=True, exist_ok=True)
     edits = args.stage_edits if args.stage_edits >= 0 else args.stage_t2i * 2 // 5
-    order = {} if args.rewrite_order == "canonical" else {"rewrite_order": args.rewrite_order}  # same stamp as before
-    if args.edit_rewrite != "target":
-        order["edit_rewrite_style"] = args.edit_rewrite
+    styles = {k: v for k, v, default in (("rewrite_order", args.rewrite_order, "canonical"),
+                                         ("edit_rewrite_style", args.edit_rewrite, "target"))
+              if v != default}  # defaults left out: the same stamp as data sets written before the options
     data = _dataset(out / "data", t2i=args.stage_t2i, edit=edits, recon=args.stage_t2i * 3 // 100,
-                    size=32, seed=args.stage_seed, **order)
+                    size=32, seed=args.stage_seed, **styles)
     flags = {"manifest": data, "vlm": args.vlm, "preset": "toy", "resolution": 32, "buckets": "1:1",
              "feature_cache": out / "features", "verifi_share": args.verifi_share}
     common = [x for k, v in flags.items() for x in (f"--{k}", str(v))]
