@@ -126,8 +126,7 @@ def edit_section(rep, pipe, n, vlm_folder):
     rep("| kind | applied | do nothing | ceiling | preserved | do nothing | ceiling | both | both, true rewrite |")
     rep("|---|---|---|---|---|---|---|---|---|")
 
-    def both(vs, idx=range(len(exs))):
-        return [float(vs[i].applied and vs[i].preserved) for i in idx]
+    both = q.applied_and_preserved
     for kind in sorted(set(e.kinds)):
         idx = [i for i, k in enumerate(e.kinds) if k == kind]
 

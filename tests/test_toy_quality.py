@@ -43,8 +43,8 @@ def measure(pipe, base: int = BASE) -> dict:
             "t2i_f1_margin": float(np.mean(q.f1(t2i.scores)) - np.mean(q.f1(t2i.floor))),
             "edit_preserved": float(np.mean([v.preserved for v in e.verdicts])),
             "edit_preserved_do_nothing": float(np.mean([v.preserved for v in e.unchanged])),
-            "edit_true_rewrite": float(np.mean([v.applied and v.preserved for v in e.true_rewrite])),
-            "edit_true_rewrite_do_nothing": float(np.mean([v.applied and v.preserved for v in e.unchanged])),
+            "edit_true_rewrite": float(np.mean(q.applied_and_preserved(e.true_rewrite))),
+            "edit_true_rewrite_do_nothing": float(np.mean(q.applied_and_preserved(e.unchanged))),
             "compose_f1": float(np.mean(q.f1(c.scores))),
             "vlm_rewrite_exact": float(np.mean([t.exact for t in rw])),
             "vlm_caption_attr": float(np.mean([q.attribute_accuracy([t.score for t in cap], k) for k in range(4)]))}

@@ -217,11 +217,12 @@ def test_precompute_fills_the_cache_the_trainer_reads_and_snapshots_feed_the_cur
     assert snaps == ["step_0000001.safetensors", "step_0000002.safetensors"]
     assert "dit.abs_pos" in load_file(str(run / "unifusion.safetensors"))
     k = subprocess.run([sys.executable, "-m", "unifusion_core.toy", "curve", str(run), "--vlm", str(data / "vlm"),
-                        "--n", "4"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+                        "--n", "4", "--n-edit", "2"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert k.returncode == 0, k.stderr[-3000:]
     with (run / "curve.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert [int(r["step"]) for r in rows] == [1, 2] and all(0 <= float(r["f1"]) <= 1 for r in rows)
+    assert [int(r["step"]) for r in rows] == [1, 2]
+    assert all(0 <= float(r[k]) <= 1 for r in rows for k in ("f1", "edit_both", "edit_both_true")), rows
     assert (run / "curve.png").stat().st_size > 0
 
 

@@ -82,7 +82,7 @@ def cmd_curve(args) -> None:
     from .curve import score_snapshots
 
     torch.set_num_threads(args.threads)
-    log.info("wrote %s", score_snapshots(args.run_dir, args.vlm, n=args.n, verifi=args.verifi))
+    log.info("wrote %s", score_snapshots(args.run_dir, args.vlm, n=args.n, verifi=args.verifi, n_edit=args.n_edit))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--vlm", default=None, help="the run's frozen VLM folder (default: the shipped toy VLM)")
     k.add_argument("--n", type=int, default=60, help="probe scenes (canonical prompts, 1-3 objects)")
     k.add_argument("--verifi", action="store_true", help="condition on the VLM's rewrites (slower)")
+    k.add_argument("--n-edit", type=int, default=28,
+                   help="held-out edit instructions, the kinds in turn, scored with the VLM's and the true rewrite (0: none)")
     k.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     k.set_defaults(func=cmd_curve)
     return p

@@ -78,7 +78,7 @@ def dit_stage(a) -> int:
     shutil.copy(run / "unifusion.safetensors", out / "unifusion-toy.safetensors")
     shutil.copy(run / "log.csv", out / "log.csv")
     train_minutes = (time.time() - t0) / 60
-    curve.score_snapshots(run, vlm=a.vlm, n=a.curve_n)
+    curve.score_snapshots(run, vlm=a.vlm, n=a.curve_n, n_edit=a.curve_edits)
     curve.plot(run)
     for name in ("curve.csv", "curve.png"):
         shutil.copy(run / name, out / name)
@@ -108,6 +108,7 @@ def main(argv=None) -> int:
     d.add_argument("--t2i", type=int, default=20000)
     d.add_argument("--edits", type=int, default=-1, help="-1: 40%% of --t2i")
     d.add_argument("--curve_n", type=int, default=60)
+    d.add_argument("--curve_edits", type=int, default=28, help="held-out edits in the curve's probe")
     d.add_argument("--rewrite_order", default="canonical", choices=("canonical", "request"))
     d.add_argument("--edit_rewrite", default="target", choices=EDIT_REWRITES)
     for p in (v, d):
@@ -119,7 +120,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if a.part == "dit" and a.smoke:
-        a.steps, a.t2i, a.curve_n = min(a.steps, 4), min(a.t2i, 20), min(a.curve_n, 4)
+        a.steps, a.t2i, a.curve_n, a.curve_edits = min(a.steps, 4), min(a.t2i, 20), min(a.curve_n, 4), min(a.curve_edits, 2)
     return vlm_stage(a) if a.part == "vlm" else dit_stage(a)
 
 

@@ -128,6 +128,13 @@ def f1(scores) -> list[float]:
     return [s.f1 for s in scores]
 
 
+def applied_and_preserved(verdicts, idx=None) -> list[float]:
+    """Per edit verdict (of ``idx`` only, when given): 1.0 when the asked change is visible and every
+    untouched object is kept exactly, else 0.0; the headline edit figure."""
+    idx = range(len(verdicts)) if idx is None else idx
+    return [float(verdicts[i].applied and verdicts[i].preserved) for i in idx]
+
+
 def attribute_accuracy(scores, k: int) -> float:
     assigned = sum(s.assigned for s in scores)
     return sum(s.attr_hits[k] for s in scores) / assigned if assigned else float("nan")
