@@ -1,6 +1,7 @@
 """Shapes-world tasks: edits change exactly the edited attribute; compositions; the dataset writer."""
 import json
 import random
+import re
 from collections import Counter
 
 import pytest
@@ -133,8 +134,8 @@ def test_source_first_edit_rewrites_read_the_source_then_state_the_target(tmp_pa
         assert parse_description(y["rewrite"]) == target == parse_description(x["rewrite"])
         if s["task"] == "edit":
             source = Scene.from_json(s["refs"][0])
-            assert y["rewrite"] == f"{describe(source)}. {lexicon.EDIT_MARK} {describe(target)}"
-            assert parse_description(y["rewrite"].split(lexicon.EDIT_MARK)[0]) == source != target
+            head, tail = y["rewrite"].split(f". {lexicon.EDIT_MARK} ")
+            assert head == describe(source) and parse_description(head) == source != target
             assert set(words(y["rewrite"])) <= vocab  # the toy VLM's tokenizer has every word
             decoded = tok.decode(tok(y["rewrite"])["input_ids"], skip_special_tokens=True)  # "... edited : ..."
             assert "edited :" in decoded and parse_description(decoded) == target
@@ -142,3 +143,32 @@ def test_source_first_edit_rewrites_read_the_source_then_state_the_target(tmp_pa
             assert y["rewrite"] == x["rewrite"] and lexicon.EDIT_MARK not in y["rewrite"]
     with pytest.raises(UniFusionError, match="edit rewrite style should be one of"):
         edit_rewrite(source, target, "diff")
+
+
+def _object_phrases(description: str) -> list[str]:
+    return re.split(r", | and ", description.rsplit(" on ", 1)[0])
+
+
+def test_source_first_states_the_target_in_the_sources_order_one_object_changed():
+    """The part after the mark is the source's text with one object's words changed in place (a moved
+    object keeps its place, not its cell's), an added object last, a removed one left out."""
+    from unifusion_core.toy import lexicon
+    from unifusion_core.toy.language import edit_rewrite
+
+    rng, reordered = random.Random(11), 0
+    for kind in EDIT_KINDS:
+        for _ in range(150):
+            ex = edit_example(rng, kind=kind, rewrite_style="source_first")
+            source, target = Scene.from_json(ex["refs"][0]), Scene.from_json(ex["target"])
+            head, tail = (_object_phrases(t) for t in ex["rewrite"].split(f". {lexicon.EDIT_MARK} "))
+            assert ex["rewrite"] == edit_rewrite(source, target, "source_first")
+            if kind == "add":
+                assert tail[:-1] == head and len(tail) == len(head) + 1, ex
+            elif kind == "remove":
+                assert len(tail) == len(head) - 1 and all(p in head for p in tail), ex
+                assert [p for p in head if p in tail] == tail, ex  # the kept ones in their order
+            else:
+                changed = [i for i, (a, b) in enumerate(zip(head, tail)) if a != b]
+                assert len(tail) == len(head) and len(changed) == (kind != "background"), ex
+            reordered += tail != _object_phrases(describe(target))
+    assert reordered > 50  # moves and additions whose cell order differs from the source's order

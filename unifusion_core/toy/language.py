@@ -12,7 +12,8 @@ An edit rewrite in the ``source_first`` style (``edit_rewrite``) states the sour
 
     a large red circle in the top left on a grey background. edited: a large blue circle in the top left on ...
 
-and parses to the scene after the mark (the edited image).
+and parses to the scene after the mark (the edited image); the target lists its objects in the source's
+order (``in_place``: a moved object keeps its place in the text, an added one comes last).
 ``paraphrase(scene, rng, split)`` draws a variant from the ``train`` or ``heldout`` forms of
 lexicon.py; the two splits share no template (see ``paraphrase_traced``) and the held-out split
 uses only words the train split uses. All text is lower case; ``words`` splits it into tokens.
@@ -70,15 +71,27 @@ def describe_in_order(scene: Scene, objects) -> str:
     return f"{join_list([object_canonical(o) for o in objects])} on {article(scene.background)} {scene.background} background"
 
 
+def in_place(source: Scene, target: Scene) -> list:
+    """The target's objects in the order of the source's description: each kept object where it was,
+    a changed one (recoloured, moved, ...) in the place of the one it replaces, an added one last and a
+    removed one left out. So the target's text is the source's with one object's words changed."""
+    new = [o for o in target.objects if o not in source.objects]
+    swap = len(target.objects) == len(source.objects)  # a change in place, not an addition or removal
+    order = [o if o in target.objects else new.pop(0) for o in source.objects
+             if o in target.objects or (swap and new)]
+    return order + new
+
+
 def edit_rewrite(source: Scene, target: Scene, style: str = "target") -> str:
     """An edit's VERIFI rewrite: ``style`` "target" is the target's description; "source_first" states
-    the source's description first and then, after ``lexicon.EDIT_MARK``, the target's, so the VLM
-    edits a text it has just read off the image instead of editing the image in one go."""
+    the source's description first and then, after ``lexicon.EDIT_MARK``, the target's with its objects
+    in the source's order (``in_place``), so the VLM edits a text it has just read off the image, one
+    object's words, instead of editing the image in one go."""
     if style not in EDIT_REWRITES:
         raise UniFusionError(f"edit rewrite style should be one of {EDIT_REWRITES}, found {style!r}.")
     if style == "target":
         return describe(target)
-    return f"{describe(source)}. {lx.EDIT_MARK} {describe(target)}"
+    return f"{describe(source)}. {lx.EDIT_MARK} {describe_in_order(target, in_place(source, target))}"
 
 
 def _alt(names) -> str:
