@@ -7,7 +7,10 @@ decoded greedily and counts when it parses into exactly the target scene (any ob
 on the same source images: the VLM's *caption* of the source (can it read the image at all? exact when it
 parses into the source scene) and *do nothing* (the source's true description offered as the rewrite,
 exact only when the edit changes nothing, i.e. never). A kind whose captions are right but whose rewrites
-are not fails at editing, not at reading. Wilson 95% intervals; fresh seeds, never trained on.
+are not fails at editing, not at reading. A VLM trained with ``--edit-rewrite source_first`` writes the
+source's description before the mark: its *source part* column counts those that parse into the source
+scene (reading in the edit's context), and the instructions' true rewrites take that style. Wilson 95%
+intervals; fresh seeds, never trained on.
 """
 from __future__ import annotations
 
@@ -29,7 +32,8 @@ def main() -> int:
 
     from unifusion_core.toy import tasks
     from unifusion_core.toy.language import describe, parse_description
-    from unifusion_core.toy.vlm_train import CAPTION_INSTRUCTIONS
+    from unifusion_core.toy.lexicon import EDIT_MARK
+    from unifusion_core.toy.vlm_train import CAPTION_INSTRUCTIONS, trained_edit_rewrite
     from unifusion_core.toy.world import Scene, render
     from unifusion_core.verifi import system_prompt
     from unifusion_core.vlm import Prompt, load_vlm
@@ -43,7 +47,9 @@ def main() -> int:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     t0, enc, rng = time.perf_counter(), load_vlm(a.vlm), random.Random(f"edit-probe-{a.split}")
-    exs = [tasks.edit_example(rng, kind=k, split=a.split) for k in tasks.EDIT_KINDS for _ in range(a.per_kind)]
+    style = trained_edit_rewrite(a.vlm)
+    exs = [tasks.edit_example(rng, kind=k, split=a.split, rewrite_style=style)
+           for k in tasks.EDIT_KINDS for _ in range(a.per_kind)]
     sources = [Scene.from_json(e["refs"][0]) for e in exs]
     targets = [Scene.from_json(e["target"]) for e in exs]
     images = [render(s) for s in sources]
@@ -58,22 +64,29 @@ def main() -> int:
         rewrites = decode([Prompt(e["prompts"][0], system_prompt("edit"), [im]) for e, im in zip(exs, images)])
         captions = decode([Prompt(CAPTION_INSTRUCTIONS[i % len(CAPTION_INSTRUCTIONS)], system_prompt("edit"), [im])
                            for i, im in enumerate(images)])
-    print(f"VLM {a.vlm}, {a.split} edit instructions, {a.per_kind} fresh edits per kind")
-    totals = [0, 0, 0, 0]
+    print(f"VLM {a.vlm} (edit rewrites: {style}), {a.split} edit instructions, {a.per_kind} fresh edits per kind")
+
+    def source_part(i):  # the rewrite's text before the mark states the source (source_first only)
+        head = rewrites[i].split(EDIT_MARK.rstrip(":"))[0].strip()
+        return EDIT_MARK.rstrip(":") in rewrites[i] and parse_description(head) == sources[i]
+    totals = [0, 0, 0, 0, 0]
     for kind in tasks.EDIT_KINDS:
         idx = [i for i, e in enumerate(exs) if e["kind"] == kind]
         right = sum(parse_description(rewrites[i]) == targets[i] for i in idx)
         read = sum(parse_description(captions[i]) == sources[i] for i in idx)
         nothing = sum(parse_description(describe(sources[i])) == targets[i] for i in idx)
+        head = sum(source_part(i) for i in idx)
         n = len(idx)
-        for j, v in enumerate((right, read, nothing, n)):
+        for j, v in enumerate((right, read, nothing, head, n)):
             totals[j] += v
         print(f"edit_rewrite_{a.split}_{kind} = {right}/{n} = {100 * right / n:.0f}% {wilson(right, n)} | caption of "
-              f"the same sources {read}/{n} = {100 * read / n:.0f}% {wilson(read, n)} | do nothing {nothing}/{n}")
-    right, read, nothing, n = totals
+              f"the same sources {read}/{n} = {100 * read / n:.0f}% {wilson(read, n)} | do nothing {nothing}/{n}"
+              + (f" | source part {head}/{n}" if style == "source_first" else ""))
+    right, read, nothing, head, n = totals
     print(f"edit_rewrite_{a.split}_all = {right}/{n} = {100 * right / n:.0f}% {wilson(right, n)} | caption of the "
-          f"same sources {read}/{n} = {100 * read / n:.0f}% {wilson(read, n)} | do nothing {nothing}/{n}  "
-          f"({time.perf_counter() - t0:.0f} s)")
+          f"same sources {read}/{n} = {100 * read / n:.0f}% {wilson(read, n)} | do nothing {nothing}/{n}"
+          + (f" | source part {head}/{n} = {100 * head / n:.0f}% {wilson(head, n)}" if style == "source_first" else "")
+          + f"  ({time.perf_counter() - t0:.0f} s)")
     return 0
 
 
