@@ -31,8 +31,7 @@ def main() -> int:
     import torch
 
     from unifusion_core.toy import tasks
-    from unifusion_core.toy.language import describe, parse_description
-    from unifusion_core.toy.lexicon import EDIT_MARK
+    from unifusion_core.toy.language import describe, parse_description, source_part
     from unifusion_core.toy.vlm_train import CAPTION_INSTRUCTIONS, trained_edit_rewrite
     from unifusion_core.toy.world import Scene, render
     from unifusion_core.verifi import system_prompt
@@ -65,17 +64,13 @@ def main() -> int:
         captions = decode([Prompt(CAPTION_INSTRUCTIONS[i % len(CAPTION_INSTRUCTIONS)], system_prompt("edit"), [im])
                            for i, im in enumerate(images)])
     print(f"VLM {a.vlm} (edit rewrites: {style}), {a.split} edit instructions, {a.per_kind} fresh edits per kind")
-
-    def source_part(i):  # the rewrite's text before the mark states the source (source_first only)
-        head = rewrites[i].split(EDIT_MARK.rstrip(":"))[0].strip()
-        return EDIT_MARK.rstrip(":") in rewrites[i] and parse_description(head) == sources[i]
     totals = [0, 0, 0, 0, 0]
     for kind in tasks.EDIT_KINDS:
         idx = [i for i, e in enumerate(exs) if e["kind"] == kind]
         right = sum(parse_description(rewrites[i]) == targets[i] for i in idx)
         read = sum(parse_description(captions[i]) == sources[i] for i in idx)
         nothing = sum(parse_description(describe(sources[i])) == targets[i] for i in idx)
-        head = sum(source_part(i) for i in idx)
+        head = sum(source_part(rewrites[i]) == sources[i] for i in idx)  # source_first: reading in context
         n = len(idx)
         for j, v in enumerate((right, read, nothing, head, n)):
             totals[j] += v

@@ -120,7 +120,7 @@ def test_request_order_data_set_has_the_same_prompts_and_scenes_with_reordered_r
 def test_source_first_edit_rewrites_read_the_source_then_state_the_target(tmp_path):
     from unifusion_core.errors import UniFusionError
     from unifusion_core.toy import lexicon
-    from unifusion_core.toy.language import edit_rewrite, parse_description, vocabulary, words
+    from unifusion_core.toy.language import edit_rewrite, parse_description, source_part, vocabulary, words
     from unifusion_core.toy.toy_vlm import build_tokenizer
 
     a = write_dataset(tmp_path / "a", t2i=10, edit=30, seed=4)
@@ -139,6 +139,7 @@ def test_source_first_edit_rewrites_read_the_source_then_state_the_target(tmp_pa
             assert set(words(y["rewrite"])) <= vocab  # the toy VLM's tokenizer has every word
             decoded = tok.decode(tok(y["rewrite"])["input_ids"], skip_special_tokens=True)  # "... edited : ..."
             assert "edited :" in decoded and parse_description(decoded) == target
+            assert source_part(y["rewrite"]) == source == source_part(decoded) and source_part(x["rewrite"]) is None
         else:
             assert y["rewrite"] == x["rewrite"] and lexicon.EDIT_MARK not in y["rewrite"]
     with pytest.raises(UniFusionError, match="edit rewrite style should be one of"):

@@ -59,13 +59,12 @@ def score_snapshots(run_dir, vlm=None, n: int = 60, verifi: bool = False, n_edit
             pipe = UniFusionPipeline.from_files(snap, encoder or vlm or VLM_DIR)
             encoder = pipe.vlm
             s = q.t2i_set(pipe, [x[0] for x in scenes], [x[1] for x in scenes], verifi=verifi)
+            e = q.edit_set(pipe, edits, true_rewrite=True) if edits else None
         row = {"step": step, "exact": np.mean(q.exact(s.scores)), "f1": np.mean(q.f1(s.scores)),
                "floor_f1": np.mean(q.f1(s.floor)),
                **{a: q.attribute_accuracy(s.scores, k) for k, a in enumerate(q.ATTRS)},
                "read_per_image": np.mean([x.n_read for x in s.scores])}
-        if edits:
-            with torch.no_grad():
-                e = q.edit_set(pipe, edits, true_rewrite=True)
+        if e is not None:
             row["edit_both"] = np.mean(q.applied_and_preserved(e.verdicts))
             row["edit_both_true"] = np.mean(q.applied_and_preserved(e.true_rewrite))
         row = {k: (f"{v:.4f}" if isinstance(v, (float, np.floating)) else v) for k, v in row.items()}

@@ -77,8 +77,12 @@ def in_place(source: Scene, target: Scene) -> list:
     removed one left out. So the target's text is the source's with one object's words changed."""
     new = [o for o in target.objects if o not in source.objects]
     swap = len(target.objects) == len(source.objects)  # a change in place, not an addition or removal
-    order = [o if o in target.objects else new.pop(0) for o in source.objects
-             if o in target.objects or (swap and new)]
+    order = []
+    for o in source.objects:
+        if o in target.objects:
+            order.append(o)
+        elif swap and new:
+            order.append(new.pop(0))
     return order + new
 
 
@@ -102,6 +106,13 @@ _OBJ_RE = re.compile(rf"an? ({_alt(SIZES)}) ({_alt(OBJECT_COLORS)}) ({_alt(SHAPE
 _SCENE_RE = re.compile(rf"(.+) on an? ({_alt(BACKGROUNDS)}) background")
 _MARK_RE = re.compile(r"\s*".join(re.escape(w) for w in words(lx.EDIT_MARK)))  # decoded: "edited :"
 _EMPTY_RE = re.compile(rf"an empty ({_alt(BACKGROUNDS)}) background")
+
+
+def source_part(text: str) -> Scene | None:
+    """Of a ``source_first`` edit rewrite, the scene its text before the mark states (the source as
+    the VLM read it); None when ``text`` has no mark or that part is not a description."""
+    parts = _MARK_RE.split(" ".join(text.lower().split()))
+    return parse_description(parts[0]) if len(parts) > 1 else None
 
 
 def parse_description(text: str) -> Scene | None:
