@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 from common import machine  # noqa: E402
 from unifusion_core.pipeline import UniFusionPipeline  # noqa: E402
 from unifusion_core.toy import quality as q  # noqa: E402
+from unifusion_core.toy.language import EDIT_KINDS  # noqa: E402
 from unifusion_core.toy.recipe import ABLATIONS_DIR  # noqa: E402
 from unifusion_core.toy.shipped import CHECKPOINT, VLM_DIR  # noqa: E402
 from unifusion_core.toy.vlm_train import trained_edit_rewrite  # noqa: E402
@@ -199,8 +200,8 @@ def ablation_section(rep, vlm, n, folder: Path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=200, help="scenes per T2I line")
-    ap.add_argument("--n-edit", type=int, default=140, help="edit examples (equal per kind)")
-    ap.add_argument("--n-compose", type=int, default=100)
+    ap.add_argument("--n-edit", type=int, default=140, help="edit examples (equal per kind; 0 skips them)")
+    ap.add_argument("--n-compose", type=int, default=100, help="composition examples (0 skips them)")
     ap.add_argument("--vlm-n", type=int, default=200, help="scenes per VLM line (0 skips them)")
     ap.add_argument("--ablation-n", type=int, default=200, help="scenes per ablation model (0 skips them)")
     ap.add_argument("--vlm", default=str(VLM_DIR))
@@ -210,6 +211,11 @@ def main():
     ap.add_argument("--out", default="quality_out", help="folder for report.txt and quality.png")
     ap.add_argument("--only-vlm", action="store_true", help="only the toy VLM section")
     args = ap.parse_args()
+    kinds = len(EDIT_KINDS)
+    if args.n < 1 and not args.only_vlm:
+        ap.error(f"--n should be at least 1 (scenes per T2I line), found {args.n}")
+    if args.n_edit and args.n_edit < kinds:
+        ap.error(f"--n-edit should be 0 (no edits) or at least {kinds} (one per edit kind), found {args.n_edit}")
     torch.set_num_threads(args.threads)
     t0, rep = time.perf_counter(), Report()
     rep(machine())
@@ -217,8 +223,10 @@ def main():
     pipe = UniFusionPipeline.from_files(args.checkpoint, args.vlm)
     if not args.only_vlm:
         t2i_section(rep, pipe, args.n)
-        edit_section(rep, pipe, args.n_edit, args.vlm)
-        compose_section(rep, pipe, args.n_compose)
+        if args.n_edit:
+            edit_section(rep, pipe, args.n_edit, args.vlm)
+        if args.n_compose:
+            compose_section(rep, pipe, args.n_compose)
     if args.vlm_n:
         vlm_section(rep, pipe.vlm, args.vlm_n)
     if args.ablation_n and not args.only_vlm:

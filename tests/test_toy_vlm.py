@@ -136,3 +136,27 @@ def test_the_edit_rewrite_style_a_folder_was_trained_with(tmp_path):
     plain, same = make_prompt("edit", random.Random(1))
     assert target == same and lexicon.EDIT_MARK in prompt.generated and lexicon.EDIT_MARK not in plain.generated
     assert prompt.generated.endswith(plain.generated)
+
+
+def test_edit_kind_weights_draw_only_the_weighted_kinds_and_bad_weights_are_refused(capsys):
+    from unifusion_core.toy.language import EDIT_KINDS, source_part
+    from unifusion_core.toy.vlm_train import make_prompt, parse_args
+
+    only_remove = tuple(float(k == "remove") for k in EDIT_KINDS)
+    cfg = parse_args(["--edit-kinds", ",".join(map(str, only_remove))])
+    assert cfg.edit_kinds == only_remove and parse_args([]).edit_kinds == ()
+
+    def removals(weights):  # the source_first rewrite states the source, so the edit's kind can be read off
+        count = 0
+        for seed in range(40):
+            prompt, target = make_prompt("edit", random.Random(seed), edit_rewrite="source_first", edit_kinds=weights)
+            source = source_part(prompt.generated)
+            count += len(source.objects) == len(target.objects) + 1 and set(target.objects) < set(source.objects)
+        return count
+
+    assert removals(only_remove) == 40
+    assert removals(()) < 20  # equal weights: about one edit in seven removes
+    for bad in ("1,2", "1,1,1,1,1,1,-1", "0,0,0,0,0,0,0", "a,b,c,d,e,f,g"):
+        with pytest.raises(SystemExit):
+            parse_args(["--edit-kinds", bad])
+        assert "--edit-kinds should be 7 non-negative weights" in capsys.readouterr().err

@@ -33,7 +33,7 @@ from ..verifi import system_prompt
 from ..vlm.encoder import VLMEncoder
 from ..vlm.features import Role
 from ..vlm.prompts import Prompt
-from .language import EDIT_REWRITES, describe, parse_description
+from .language import EDIT_KINDS, EDIT_REWRITES, describe, parse_description
 from .tasks import compose_example, edit_example, t2i_example
 from .toy_vlm import ToyVLMConfig, build_model, build_tokenizer, save_folder
 from .world import Scene, random_scene, render
@@ -70,6 +70,7 @@ class VLMTrainConfig:
     augment: float = 0.0  # share of T2I / edit requests perturbed by ``augment`` (train phrasing only)
     rewrite_order: str = "canonical"  # T2I rewrites list the objects "canonical"ly (by cell) or in the "request"'s order
     edit_rewrite: str = "target"  # edit rewrites: the "target"'s description, or the source's first ("source_first")
+    edit_kinds: tuple = ()  # edit kind weights in EDIT_KINDS order; (): every kind equally often
     device: str = "cpu"  # "cpu" | "cuda" | "auto" (CUDA when present)
     workers: int = 0  # processes drawing batches (a GPU outruns one CPU core's batches); 0: in the loop
 
@@ -90,11 +91,13 @@ def augment(text: str, rng: random.Random) -> str:
 
 
 def make_prompt(task: str, rng: random.Random, split: str = "train", augment_share: float = 0.0,
-                rewrite_order: str = "canonical", edit_rewrite: str = "target") -> tuple[Prompt, Scene]:
+                rewrite_order: str = "canonical", edit_rewrite: str = "target",
+                edit_kinds: tuple = ()) -> tuple[Prompt, Scene]:
     """One example of ``task``: the prompt with its answer in ``generated``, and the target scene.
     ``rewrite_order`` "request": a T2I rewrite lists the objects in the order the request names them
     (canonical phrasing each), so rewriting needs no reordering. ``edit_rewrite`` "source_first": an
-    edit rewrite describes the source image first (``language.edit_rewrite``)."""
+    edit rewrite describes the source image first (``language.edit_rewrite``). ``edit_kinds``: weights
+    of the edit kinds (``EDIT_KINDS`` order), () for a uniform draw."""
     if task == "caption":
         scene = random_scene(rng)
         return Prompt(rng.choice(CAPTION_INSTRUCTIONS), system_prompt("edit"), [render(scene)],
@@ -104,7 +107,8 @@ def make_prompt(task: str, rng: random.Random, split: str = "train", augment_sha
         return Prompt(_maybe_augment(ex["prompts"][0], rng, split, augment_share), system_prompt("t2i"),
                       generated=ex["rewrite"]), Scene.from_json(ex["target"])
     if task == "edit":
-        ex = edit_example(rng, split=split, rewrite_style=edit_rewrite)
+        kind = rng.choices(EDIT_KINDS, weights=edit_kinds)[0] if edit_kinds else None
+        ex = edit_example(rng, kind=kind, split=split, rewrite_style=edit_rewrite)
         source = Scene.from_json(ex["refs"][0])
         return Prompt(_maybe_augment(ex["prompts"][0], rng, split, augment_share), system_prompt("edit"), [render(source)],
                       generated=ex["rewrite"]), Scene.from_json(ex["target"])
@@ -153,7 +157,7 @@ def collate(examples: list[dict], pad_id: int) -> dict:
 def sample_batch(encoder: VLMEncoder, rng: random.Random, cfg: VLMTrainConfig) -> dict:
     tasks = rng.choices(TASKS, weights=cfg.mix, k=cfg.batch_size)
     examples = [encode_example(encoder, make_prompt(t, rng, augment_share=cfg.augment, rewrite_order=cfg.rewrite_order,
-                                                        edit_rewrite=cfg.edit_rewrite)[0])
+                                                        edit_rewrite=cfg.edit_rewrite, edit_kinds=cfg.edit_kinds)[0])
                 for t in tasks]
     return collate(examples, encoder.tokenizer.pad_token_id)
 
@@ -385,15 +389,24 @@ def parse_args(argv=None) -> VLMTrainConfig:
     p.add_argument("--workers", type=int, default=d.workers, help="batch-drawing processes (for a GPU)")
     p.add_argument("--augment", type=float, default=d.augment,
                    help="share of train-split T2I / edit requests with function words dropped (never reordered)")
+    p.add_argument("--edit-kinds", default="",
+                   help=f"edit kind weights, comma-separated, in the order {','.join(EDIT_KINDS)} (default: equal)")
     a = p.parse_args(argv)
-    try:
-        mix = tuple(float(w) for w in a.mix.split(","))
-    except ValueError:
-        mix = ()
-    if len(mix) != len(TASKS) or min(mix) < 0 or sum(mix) <= 0:
-        p.error(f"--mix should be {len(TASKS)} non-negative weights ({','.join(TASKS)}), found {a.mix!r}")
+    mix = _weights(p, "--mix", a.mix, TASKS)
+    edit_kinds = _weights(p, "--edit-kinds", a.edit_kinds, EDIT_KINDS) if a.edit_kinds else ()
     return VLMTrainConfig(out=a.out, minutes=a.minutes, preset=a.preset, batch_size=a.batch_size,
                           lr=a.lr, max_steps=a.max_steps, seed=a.seed, log_every=a.log_every, precision=a.precision,
                           threads=a.threads, warmup_steps=a.warmup_steps, init_from=a.init_from, mix=mix,
                           augment=a.augment, device=a.device, workers=a.workers, rewrite_order=a.rewrite_order,
-                          edit_rewrite=a.edit_rewrite)
+                          edit_rewrite=a.edit_rewrite, edit_kinds=edit_kinds)
+
+
+def _weights(p: argparse.ArgumentParser, flag: str, text: str, names: tuple) -> tuple:
+    """``text`` as one non-negative weight per name (not all zero), or the parser's error."""
+    try:
+        weights = tuple(float(w) for w in text.split(","))
+    except ValueError:
+        weights = ()
+    if len(weights) != len(names) or min(weights) < 0 or sum(weights) <= 0:
+        p.error(f"{flag} should be {len(names)} non-negative weights ({','.join(names)}), found {text!r}")
+    return weights
