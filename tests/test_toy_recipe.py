@@ -69,7 +69,12 @@ def test_gpu_stage_parts_run_at_smoke_size_and_leave_what_comes_back(tmp_path):
                             "--smoke"], cwd=root, env=env, capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr[-3000:]
 
-    part("vlm", "--out", str(tmp_path / "out_vlm"))
+    part("vlm", "--out", str(tmp_path / "out_vlm"), "--edit_kinds", "0,0,0,0,1,0,0")
+    import json
+    assert json.loads((tmp_path / "out_vlm" / "vlm_stage.json").read_text())["config"]["edit_kinds"] == [0, 0, 0, 0, 1, 0, 0]
+    bad = subprocess.run([sys.executable, "-m", "unifusion_core.toy.gpu_stage", "vlm", "--out", str(tmp_path / "x"),
+                          "--mix", "1,1"], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--mix should be 5 non-negative weights" in bad.stderr, bad.stderr[-2000:]
     with tarfile.open(tmp_path / "out_vlm" / "vlm.tar") as tar:
         tar.extractall(tmp_path / "unpacked", filter="data")
     assert (tmp_path / "unpacked" / "vlm" / "train.log").read_text().count("# stage ") >= 2  # the history travels

@@ -48,7 +48,7 @@ def vlm_stage(a) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cfg = VLMTrainConfig(out=str(work), init_from=a.init or str(VLM_DIR), minutes=a.minutes, batch_size=a.batch_size,
                          lr=a.lr, warmup_steps=50, seed=a.seed, device="auto", workers=a.workers, threads=1,
-                         mix=(0.36, 0.26, 0.28, 0.03, 0.07), augment=a.augment, rewrite_order=a.rewrite_order,
+                         mix=a.mix, edit_kinds=a.edit_kinds, augment=a.augment, rewrite_order=a.rewrite_order,
                          edit_rewrite=a.edit_rewrite, preset="test" if a.smoke else "toy",
                          max_steps=3 if a.smoke else 0)
     train(cfg)
@@ -96,6 +96,9 @@ def main(argv=None) -> int:
     v.add_argument("--batch_size", type=int, default=64)
     v.add_argument("--lr", type=float, default=4e-4)
     v.add_argument("--augment", type=float, default=0.0)
+    v.add_argument("--mix", default="0.22,0.24,0.44,0.03,0.07",
+                   help="task weights: caption,t2i,edit,pick,compose (default: the shipped VLM's last stage)")
+    v.add_argument("--edit_kinds", default="", help="edit kind weights in language.EDIT_KINDS order (default: equal)")
     v.add_argument("--rewrite_order", default="canonical", choices=("canonical", "request"))
     v.add_argument("--edit_rewrite", default="target", choices=EDIT_REWRITES)
     v.add_argument("--workers", type=int, default=_workers())
@@ -118,6 +121,14 @@ def main(argv=None) -> int:
         p.add_argument("--seed", type=int, default=21)
         p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script on a CPU")
     a = ap.parse_args(argv)
+    if a.part == "vlm":
+        from .language import EDIT_KINDS
+        from .vlm_train import TASKS, parse_weights
+        try:
+            a.mix = parse_weights("--mix", a.mix, TASKS)
+            a.edit_kinds = parse_weights("--edit_kinds", a.edit_kinds, EDIT_KINDS) if a.edit_kinds else ()
+        except ValueError as e:
+            v.error(str(e))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if a.part == "dit" and a.smoke:
         a.steps, a.t2i, a.curve_n, a.curve_edits = min(a.steps, 4), min(a.t2i, 20), min(a.curve_n, 4), min(a.curve_edits, 2)

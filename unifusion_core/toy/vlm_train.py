@@ -392,8 +392,11 @@ def parse_args(argv=None) -> VLMTrainConfig:
     p.add_argument("--edit-kinds", default="",
                    help=f"edit kind weights, comma-separated, in the order {','.join(EDIT_KINDS)} (default: equal)")
     a = p.parse_args(argv)
-    mix = _weights(p, "--mix", a.mix, TASKS)
-    edit_kinds = _weights(p, "--edit-kinds", a.edit_kinds, EDIT_KINDS) if a.edit_kinds else ()
+    try:
+        mix = parse_weights("--mix", a.mix, TASKS)
+        edit_kinds = parse_weights("--edit-kinds", a.edit_kinds, EDIT_KINDS) if a.edit_kinds else ()
+    except ValueError as e:
+        p.error(str(e))
     return VLMTrainConfig(out=a.out, minutes=a.minutes, preset=a.preset, batch_size=a.batch_size,
                           lr=a.lr, max_steps=a.max_steps, seed=a.seed, log_every=a.log_every, precision=a.precision,
                           threads=a.threads, warmup_steps=a.warmup_steps, init_from=a.init_from, mix=mix,
@@ -401,12 +404,12 @@ def parse_args(argv=None) -> VLMTrainConfig:
                           edit_rewrite=a.edit_rewrite, edit_kinds=edit_kinds)
 
 
-def _weights(p: argparse.ArgumentParser, flag: str, text: str, names: tuple) -> tuple:
-    """``text`` as one non-negative weight per name (not all zero), or the parser's error."""
+def parse_weights(flag: str, text: str, names: tuple) -> tuple:
+    """``text`` ("w1,w2,...") as one non-negative weight per name, not all zero; else ValueError saying so."""
     try:
         weights = tuple(float(w) for w in text.split(","))
     except ValueError:
         weights = ()
     if len(weights) != len(names) or min(weights) < 0 or sum(weights) <= 0:
-        p.error(f"{flag} should be {len(names)} non-negative weights ({','.join(names)}), found {text!r}")
+        raise ValueError(f"{flag} should be {len(names)} non-negative weights ({','.join(names)}), found {text!r}")
     return weights
