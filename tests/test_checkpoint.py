@@ -6,7 +6,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tiny import TINY_VLM, randomize_, tiny_config, tiny_modules
-from unifusion_core.checkpoint import check_vlm, load_checkpoint, load_modules, read_config, save_checkpoint
+from unifusion_core.checkpoint import (check_vlm, load_checkpoint, load_modules, read_config, retarget_vlm,
+                                      save_checkpoint)
 from unifusion_core.config import UniFusionConfig
 from unifusion_core.errors import UniFusionError
 
@@ -162,3 +163,23 @@ def test_error_type_has_a_short_stable_name():
     would be '<pack folder>.unifusion_core.errors'."""
     assert f"{UniFusionError.__module__}.{UniFusionError.__qualname__}" == "unifusion.UniFusionError"
     assert issubclass(UniFusionError, ValueError)
+
+
+def test_retarget_vlm_names_the_new_vlm_and_keeps_weights_and_metadata(saved, caplog):
+    from safetensors import safe_open
+
+    path, cfg, *_ = saved
+    before, meta = load_file(str(path)), safe_open(str(path), "pt").metadata()
+    same = {"architecture": cfg.vlm.architecture, "num_layers": cfg.vlm.num_layers,
+            "hidden_size": cfg.vlm.hidden_size, "fingerprint": "abc123"}
+    retarget_vlm(path, same, "vlm-next")
+    after, meta2 = load_file(str(path)), safe_open(str(path), "pt").metadata()
+    assert read_config(path).vlm == replace(cfg.vlm, fingerprint="abc123", name="vlm-next")
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert meta2["vlm_retargeted_from"] == cfg.vlm.fingerprint and meta2["package_version"] == meta["package_version"]
+    with caplog.at_level("WARNING"):
+        check_vlm(read_config(path), same)  # the named VLM no longer warns
+    assert "another VLM" not in caplog.text
+    with pytest.raises(UniFusionError, match="expects a"):
+        retarget_vlm(path, {**same, "hidden_size": cfg.vlm.hidden_size + 1}, "other")
+    assert read_config(path).vlm.name == "vlm-next"  # a refused retarget leaves the file as it was

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -44,6 +45,22 @@ def save_checkpoint(path, cfg: UniFusionConfig, pooler: nn.Module, dit: nn.Modul
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def retarget_vlm(path, identity: dict, name: str) -> None:
+    """Name another VLM of the same shapes in a checkpoint's config (``identity``: that VLM's
+    ``VLMEncoder.identity``), weights and other metadata unchanged; the old fingerprint is kept under
+    ``vlm_retargeted_from``. For a VLM continued without retraining the DiT, measured with it first."""
+    cfg, f = _open(path)
+    check_vlm(cfg, {**identity, "fingerprint": ""})  # same shapes, or one sentence saying which
+    meta = dict(f.metadata())
+    tensors = {k: f.get_tensor(k) for k in f.keys()}
+    old = cfg.vlm.fingerprint
+    cfg = replace(cfg, vlm=replace(cfg.vlm, fingerprint=identity.get("fingerprint", ""), name=name))
+    meta.update(unifusion_config=cfg.to_json(), vlm_retargeted_from=old)
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
     os.replace(tmp, path)
 
