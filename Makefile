@@ -83,6 +83,8 @@ toy-train: $(STAMP)
 	$(PY) -m unifusion_core.toy train-vlm --init-from unifusion_core/toy/models/unifusion-toy-vlm --out runs/vlm7/vlm --minutes 65 --batch-size 64 --lr 6e-4 --warmup-steps 50 --seed 6 --threads 2 --mix 0.22,0.24,0.44,0.03,0.07 --rewrite-order request
 	$(PY) -m unifusion_core.toy.recipe --vlm runs/vlm7/vlm --continue_from unifusion_core/toy/models/unifusion-toy.safetensors --out runs/stage7 --stage_t2i 12000 --stage_steps 1300 --stage_seed 16 --rewrite_order request --ship
 	$(PY) -m unifusion_core.toy curve runs/stage7/main
+	$(PY) -m unifusion_core.toy train-vlm --init-from unifusion_core/toy/models/unifusion-toy-vlm --out runs/vlm9b/vlm --minutes 95 --batch-size 32 --lr 6e-4 --warmup-steps 50 --seed 10 --threads 1 --mix 0.15,0.22,0.53,0.03,0.07 --edit-kinds 1.2,1.5,1.2,1,2,1.2,0.3 --rewrite-order request
+	$(PY) -m unifusion_core.toy ship-vlm runs/vlm9b/vlm
 
 # the quality report of the shipped toy models (README "Toy models")
 quality: $(STAMP)

@@ -83,3 +83,22 @@ def test_gpu_stage_parts_run_at_smoke_size_and_leave_what_comes_back(tmp_path):
                           ("out_dit", {"unifusion-toy.safetensors", "curve.csv", "curve.png", "log.csv", "dit_stage.json"})):
         files = list((tmp_path / folder).iterdir())
         assert {f.name for f in files} == names and all(f.stat().st_size <= 16 * 2 ** 20 for f in files)
+
+
+def test_ship_vlm_refuses_a_folder_that_is_not_a_vlm_and_touches_nothing(tmp_path):
+    import hashlib
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from unifusion_core.toy.shipped import CHECKPOINT, VLM_DIR
+
+    def digest():
+        return [hashlib.sha256(p.read_bytes()).hexdigest() for p in (CHECKPOINT, VLM_DIR / "model.safetensors")]
+
+    before = digest()
+    (tmp_path / "notes.txt").write_text("not a model")
+    r = subprocess.run([sys.executable, "-m", "unifusion_core.toy", "ship-vlm", str(tmp_path)],
+                       cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "Traceback" not in r.stderr and str(tmp_path) in r.stderr, r.stderr[-2000:]
+    assert digest() == before

@@ -85,6 +85,12 @@ def cmd_curve(args) -> None:
     log.info("wrote %s", score_snapshots(args.run_dir, args.vlm, n=args.n, verifi=args.verifi, n_edit=args.n_edit))
 
 
+def cmd_ship_vlm(args) -> None:
+    from .recipe import ship_vlm_only
+
+    ship_vlm_only(Path(args.folder))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m unifusion_core.toy", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -128,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out edit instructions, the kinds in turn, scored with the VLM's and the true rewrite (0: none)")
     k.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     k.set_defaults(func=cmd_curve)
+    v = sub.add_parser("ship-vlm", help="ship a continued toy VLM folder with the shipped DiT unchanged "
+                                        "(its checkpoint retargeted to name it; measure the pair first)")
+    v.add_argument("folder")
+    v.set_defaults(func=cmd_ship_vlm)
     return p
 
 

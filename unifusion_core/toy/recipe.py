@@ -144,6 +144,18 @@ def _ship_vlm(src: Path) -> None:
     log.info("shipped %s (from %s)", VLM_DIR, src)
 
 
+def ship_vlm_only(src: Path) -> None:
+    """Ship the toy VLM folder ``src`` without retraining the DiT: a VLM stage continued from the shipped
+    VLM (same shapes), measured with the shipped checkpoint first. The checkpoint's metadata is
+    retargeted to name it (``checkpoint.retarget_vlm``), so loading the pair does not warn."""
+    from ..checkpoint import retarget_vlm
+    from ..vlm import load_vlm
+
+    identity = load_vlm(str(src)).identity  # a readable VLM folder, or one sentence saying what is wrong
+    retarget_vlm(CHECKPOINT, identity, VLM_DIR.name)  # refuses other shapes before anything is copied
+    _ship_vlm(Path(src))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vlm", default=str(MODELS_DIR / "unifusion-toy-vlm"))
