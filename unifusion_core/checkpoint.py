@@ -42,6 +42,11 @@ def save_checkpoint(path, cfg: UniFusionConfig, pooler: nn.Module, dit: nn.Modul
                for name, mod in (("lap", pooler), ("dit", dit)) for k, v in mod.state_dict().items()}
     meta = {"unifusion_config": cfg.to_json(), "format_version": str(FORMAT_VERSION),
             "package_version": __version__, **{k: str(v) for k, v in (extra or {}).items()}}
+    _write(path, tensors, meta)
+
+
+def _write(path, tensors: dict, meta: dict) -> None:
+    """Atomically: a temp file beside ``path``, then renamed over it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -60,9 +65,7 @@ def retarget_vlm(path, identity: dict, name: str) -> None:
     old = cfg.vlm.fingerprint
     cfg = replace(cfg, vlm=replace(cfg.vlm, fingerprint=identity.get("fingerprint", ""), name=name))
     meta.update(unifusion_config=cfg.to_json(), vlm_retargeted_from=old)
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    _write(path, tensors, meta)
 
 
 def read_config(path) -> UniFusionConfig:
