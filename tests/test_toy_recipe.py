@@ -102,3 +102,54 @@ def test_ship_vlm_refuses_a_folder_that_is_not_a_vlm_and_touches_nothing(tmp_pat
                        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "Traceback" not in r.stderr and str(tmp_path) in r.stderr, r.stderr[-2000:]
     assert digest() == before
+
+
+def test_ship_vlm_only_with_other_shapes_leaves_checkpoint_and_shipped_vlm_as_they_were(tmp_path, monkeypatch):
+    """The retarget runs after the copy and before the swap: a VLM of other shapes (the test preset,
+    against the toy checkpoint) is refused in one sentence, the copy is removed, the shipped folder and
+    the checkpoint are byte for byte what they were."""
+    import shutil
+
+    import pytest
+
+    from unifusion_core.errors import UniFusionError
+    from unifusion_core.toy.shipped import CHECKPOINT
+
+    other = tmp_path / "runs" / "vlm"
+    train(VLMTrainConfig(out=str(other), preset="test", max_steps=1, log_every=1, batch_size=2))
+    ckpt, shipped = tmp_path / "models" / "unifusion-toy.safetensors", tmp_path / "models" / "unifusion-toy-vlm"
+    shipped.mkdir(parents=True)
+    (shipped / "model.safetensors").write_bytes(b"the shipped one")
+    shutil.copyfile(CHECKPOINT, ckpt)
+    monkeypatch.setattr(recipe, "CHECKPOINT", ckpt)
+    monkeypatch.setattr(recipe, "VLM_DIR", shipped)
+    before = ckpt.read_bytes()
+    with pytest.raises(UniFusionError):
+        recipe.ship_vlm_only(other)
+    assert ckpt.read_bytes() == before
+    assert (shipped / "model.safetensors").read_bytes() == b"the shipped one"
+    assert sorted(p.name for p in shipped.parent.iterdir()) == ["unifusion-toy-vlm", "unifusion-toy.safetensors"]
+
+
+def test_ship_vlm_only_whose_copy_fails_leaves_the_checkpoint_unretargeted(tmp_path, monkeypatch):
+    """A copy that fails (a full disk) happens before the checkpoint is touched: the pair stays as shipped."""
+    import shutil
+
+    import pytest
+
+    from unifusion_core.toy.shipped import CHECKPOINT, VLM_DIR
+
+    ckpt, shipped = tmp_path / "models" / "unifusion-toy.safetensors", tmp_path / "models" / "unifusion-toy-vlm"
+    shipped.mkdir(parents=True)
+    shutil.copyfile(CHECKPOINT, ckpt)
+    monkeypatch.setattr(recipe, "CHECKPOINT", ckpt)
+    monkeypatch.setattr(recipe, "VLM_DIR", shipped)
+
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(recipe.shutil, "copytree", full_disk)
+    before = ckpt.read_bytes()
+    with pytest.raises(OSError):
+        recipe.ship_vlm_only(VLM_DIR)
+    assert ckpt.read_bytes() == before

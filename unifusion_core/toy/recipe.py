@@ -131,12 +131,19 @@ def continue_stage(args) -> int:
     return 0
 
 
-def _ship_vlm(src: Path) -> None:
+def _ship_vlm(src: Path, before_swap=None) -> None:
     """Replace the shipped toy VLM folder with ``src`` (its train.log holds every stage's log), written
-    beside it first, then swapped in."""
+    beside it first, then swapped in. ``before_swap`` runs once the copy is complete: if it raises, the
+    copy is removed and the shipped folder is untouched."""
     new, old = VLM_DIR.with_name(VLM_DIR.name + ".new"), VLM_DIR.with_name(VLM_DIR.name + ".old")
     shutil.rmtree(new, ignore_errors=True)
     shutil.copytree(src, new)
+    if before_swap is not None:
+        try:
+            before_swap()
+        except BaseException:
+            shutil.rmtree(new, ignore_errors=True)
+            raise
     shutil.rmtree(old, ignore_errors=True)
     VLM_DIR.rename(old)
     new.rename(VLM_DIR)
@@ -147,13 +154,14 @@ def _ship_vlm(src: Path) -> None:
 def ship_vlm_only(src: Path) -> None:
     """Ship the toy VLM folder ``src`` without retraining the DiT: a VLM stage continued from the shipped
     VLM (same shapes), measured with the shipped checkpoint first. The checkpoint's metadata is
-    retargeted to name it (``checkpoint.retarget_vlm``), so loading the pair does not warn."""
+    retargeted to name it (``checkpoint.retarget_vlm``), so loading the pair does not warn. The VLM is
+    copied beside the shipped one first and the checkpoint retargeted only once the copy is complete, so
+    a failed copy changes nothing and a refused retarget (other shapes) ships nothing."""
     from ..checkpoint import retarget_vlm
     from ..vlm import load_vlm
 
     identity = load_vlm(str(src)).identity  # a readable VLM folder, or one sentence saying what is wrong
-    retarget_vlm(CHECKPOINT, identity, VLM_DIR.name)  # refuses other shapes before anything is copied
-    _ship_vlm(Path(src))
+    _ship_vlm(Path(src), before_swap=lambda: retarget_vlm(CHECKPOINT, identity, VLM_DIR.name))
 
 
 def main(argv=None) -> int:
