@@ -119,7 +119,7 @@ def t2i_section(rep, pipe, n, name="model"):
 
 
 def edit_section(rep, pipe, n, vlm_folder):
-    exs = q.edit_examples(n, rewrite_style=trained_edit_rewrite(vlm_folder))
+    exs = q.edit_examples(n, edit_rewrite=trained_edit_rewrite(vlm_folder))
     e = q.edit_set(pipe, exs, true_rewrite=True)
     rep(f"\n## Edits ({n} held-out instructions, {n // len(set(e.kinds))} per kind, VERIFI; "
         "applied = asked change visible, preserved = untouched objects exact; "

@@ -47,7 +47,7 @@ def main() -> int:
     torch.set_num_threads(a.threads)
     t0, enc, rng = time.perf_counter(), load_vlm(a.vlm), random.Random(f"edit-probe-{a.split}")
     style = trained_edit_rewrite(a.vlm)
-    exs = [tasks.edit_example(rng, kind=k, split=a.split, rewrite_style=style)
+    exs = [tasks.edit_example(rng, kind=k, split=a.split, edit_rewrite=style)
            for k in tasks.EDIT_KINDS for _ in range(a.per_kind)]
     sources = [Scene.from_json(e["refs"][0]) for e in exs]
     targets = [Scene.from_json(e["target"]) for e in exs]

@@ -35,7 +35,7 @@ def measure(pipe, base: int = BASE) -> dict:
     style = trained_edit_rewrite(require_shipped()[1])
     scenes = q.t2i_scenes(N, base=base)
     t2i = q.t2i_set(pipe, [s[0] for s in scenes], [s[1] for s in scenes], verifi=True)
-    e = q.edit_set(pipe, q.edit_examples(N + 3, base=base, rewrite_style=style)[:N], true_rewrite=True)
+    e = q.edit_set(pipe, q.edit_examples(N + 3, base=base, edit_rewrite=style)[:N], true_rewrite=True)
     c = q.compose_set(pipe, N, base=base)
     rw = q.vlm_texts(pipe.vlm, "t2i", N, "canonical", base=base)
     cap = q.vlm_texts(pipe.vlm, "caption", N, base=base)

@@ -124,7 +124,7 @@ def test_source_first_edit_rewrites_read_the_source_then_state_the_target(tmp_pa
     from unifusion_core.toy.toy_vlm import build_tokenizer
 
     a = write_dataset(tmp_path / "a", t2i=10, edit=30, seed=4)
-    b = write_dataset(tmp_path / "b", t2i=10, edit=30, seed=4, edit_rewrite_style="source_first")
+    b = write_dataset(tmp_path / "b", t2i=10, edit=30, seed=4, edit_rewrite="source_first")
     ra, rb = ([json.loads(x) for x in m.read_text().splitlines()] for m in (a, b))
     sc = [json.loads(x) for x in (tmp_path / "b" / "scenes.jsonl").read_text().splitlines()]
     assert [r["prompt"] for r in ra] == [r["prompt"] for r in rb]  # only the edits' rewrites differ
@@ -159,7 +159,7 @@ def test_source_first_states_the_target_in_the_sources_order_one_object_changed(
     rng, reordered = random.Random(11), 0
     for kind in EDIT_KINDS:
         for _ in range(150):
-            ex = edit_example(rng, kind=kind, rewrite_style="source_first")
+            ex = edit_example(rng, kind=kind, edit_rewrite="source_first")
             source, target = Scene.from_json(ex["refs"][0]), Scene.from_json(ex["target"])
             head, tail = (_object_phrases(t) for t in ex["rewrite"].split(f". {lexicon.EDIT_MARK} "))
             assert ex["rewrite"] == edit_rewrite(source, target, "source_first")

@@ -49,7 +49,7 @@ def score_snapshots(run_dir, vlm=None, n: int = 60, verifi: bool = False, n_edit
     out, done = run_dir / "curve.csv", _scored(run_dir / "curve.csv")
     snaps = sorted(run_dir.glob("snapshots/step_*.safetensors"))
     scenes = q.t2i_scenes(n, tag="curve")
-    edits = q.edit_examples(n_edit, base=EDIT_BASE, rewrite_style=trained_edit_rewrite(vlm or VLM_DIR))
+    edits = q.edit_examples(n_edit, base=EDIT_BASE, edit_rewrite=trained_edit_rewrite(vlm or VLM_DIR))
     encoder = None
     for snap in snaps:
         step = int(re.search(r"step_(\d+)", snap.name).group(1))

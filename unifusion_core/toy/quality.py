@@ -161,13 +161,13 @@ def t2i_set(pipe, scenes, prompts, verifi: bool, seed: int = SEED) -> SceneSet:
 
 # -- edits ---------------------------------------------------------------------------------------------
 
-def edit_examples(n: int, split: str = "heldout", base: int = SEED, rewrite_style: str = "target") -> list[dict]:
+def edit_examples(n: int, split: str = "heldout", base: int = SEED, edit_rewrite: str = "target") -> list[dict]:
     """``n`` single-reference edits, the kinds in turn (equal counts per kind); their true rewrites in
     the style the models were trained with (``vlm_train.trained_edit_rewrite``; the scenes and
     instructions do not depend on it)."""
     rng = random.Random(f"{base}-edit-{split}")
     return [tasks.edit_example(rng, kind=tasks.EDIT_KINDS[i % len(tasks.EDIT_KINDS)], split=split,
-                               rewrite_style=rewrite_style) for i in range(n)]
+                               edit_rewrite=edit_rewrite) for i in range(n)]
 
 
 @dataclass

@@ -104,7 +104,7 @@ def continue_stage(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     edits = args.stage_edits if args.stage_edits >= 0 else args.stage_t2i * 2 // 5
     styles = {k: v for k, v, default in (("rewrite_order", args.rewrite_order, "canonical"),
-                                         ("edit_rewrite_style", args.edit_rewrite, "target"))
+                                         ("edit_rewrite", args.edit_rewrite, "target"))
               if v != default}  # defaults left out: the same stamp as data sets written before the options
     data = _dataset(out / "data", t2i=args.stage_t2i, edit=edits, recon=args.stage_t2i * 3 // 100,
                     size=32, seed=args.stage_seed, **styles)

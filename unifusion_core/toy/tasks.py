@@ -23,9 +23,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import UniFusionError
+from . import language
 from . import lexicon as lx
 from .language import (COMPOSE_KINDS, EDIT_KINDS, compose_instruction, describe, describe_in_order, edit_instruction,
-                       edit_rewrite, paraphrase_ordered)
+                       paraphrase_ordered)
 from .world import BACKGROUNDS, OBJECT_COLORS, SHAPES, Scene, check_size, random_object, random_scene, render
 
 log = logging.getLogger(__name__)
@@ -100,9 +101,9 @@ def apply_edit(source: Scene, kind: str, rng: random.Random) -> tuple[Scene, dic
 
 
 def edit_example(rng: random.Random, kind: str | None = None, split: str = "train", n_prompts: int = 1,
-                 rewrite_style: str = "target") -> dict:
+                 edit_rewrite: str = "target") -> dict:
     """A single-reference edit: (source scene, instruction(s), target scene); its VERIFI rewrite in
-    ``rewrite_style`` (``language.edit_rewrite``)."""
+    ``edit_rewrite`` (``language.edit_rewrite``)."""
     kind = kind or rng.choice(EDIT_KINDS)
     if kind not in EDIT_KINDS:
         raise UniFusionError(f"edit kind must be one of {EDIT_KINDS}, found {kind!r}.")
@@ -111,7 +112,7 @@ def edit_example(rng: random.Random, kind: str | None = None, split: str = "trai
     words = random.Random(rng.random())
     prompts = [edit_instruction(kind, source, words, split, **fields) for _ in range(n_prompts)]
     return {**_example("edit", kind, split, target, [source], prompts),
-            "rewrite": edit_rewrite(source, target, rewrite_style)}
+            "rewrite": language.edit_rewrite(source, target, edit_rewrite)}
 
 
 def compose_example(rng: random.Random, kind: str | None = None) -> dict:
@@ -161,12 +162,12 @@ def _write_records(out: Path, examples: list[dict], stem: str, names: tuple[str,
 
 def write_dataset(out, *, t2i: int = 0, edit: int = 0, recon: int = 0, compose: int = 0, size: int = 32,
                   seed: int = 0, split: str = "train", canonical_share: float = 0.2, noise: float = 0.0,
-                  blur: float = 0.0, rewrite_order: str = "canonical", edit_rewrite_style: str = "target") -> Path:
+                  blur: float = 0.0, rewrite_order: str = "canonical", edit_rewrite: str = "target") -> Path:
     """Write ``out``/manifest.jsonl (+ scenes.jsonl, img/, and compose*.jsonl if ``compose``).
 
     ``canonical_share``: share of T2I prompts that are the canonical description (1.0 for a
     canonical-prompt evaluation set, 0.0 for paraphrases only); ``rewrite_order``: how the T2I VERIFI
-    rewrites list the objects (``t2i_example``); ``edit_rewrite_style``: the edits' rewrite style
+    rewrites list the objects (``t2i_example``); ``edit_rewrite``: the edits' rewrite style
     (``language.edit_rewrite``). Each task draws from its own
     generator seeded from (seed, task), so counts of one task do not change the examples of
     another. Returns the manifest path.
@@ -177,7 +178,7 @@ def write_dataset(out, *, t2i: int = 0, edit: int = 0, recon: int = 0, compose: 
     gen = {t: random.Random(f"{seed}/{t}") for t in ("t2i", "edit", "recon", "compose")}
     examples = ([t2i_example(gen["t2i"], split, canonical_share=canonical_share, rewrite_order=rewrite_order)
                  for _ in range(t2i)]
-                + [edit_example(gen["edit"], split=split, rewrite_style=edit_rewrite_style) for _ in range(edit)]
+                + [edit_example(gen["edit"], split=split, edit_rewrite=edit_rewrite) for _ in range(edit)]
                 + [recon_example(gen["recon"], split) for _ in range(recon)])
     kw = {"size": size, "noise": noise, "blur": blur}
     _write_records(out, examples, "", ("manifest.jsonl", "scenes.jsonl"), seed, kw)

@@ -108,7 +108,7 @@ def make_prompt(task: str, rng: random.Random, split: str = "train", augment_sha
                       generated=ex["rewrite"]), Scene.from_json(ex["target"])
     if task == "edit":
         kind = rng.choices(EDIT_KINDS, weights=edit_kinds)[0] if edit_kinds else None
-        ex = edit_example(rng, kind=kind, split=split, rewrite_style=edit_rewrite)
+        ex = edit_example(rng, kind=kind, split=split, edit_rewrite=edit_rewrite)
         source = Scene.from_json(ex["refs"][0])
         return Prompt(_maybe_augment(ex["prompts"][0], rng, split, augment_share), system_prompt("edit"), [render(source)],
                       generated=ex["rewrite"]), Scene.from_json(ex["target"])
