@@ -85,6 +85,8 @@ toy-train: $(STAMP)
 	$(PY) -m unifusion_core.toy curve runs/stage7/main
 	$(PY) -m unifusion_core.toy train-vlm --init-from unifusion_core/toy/models/unifusion-toy-vlm --out runs/vlm9b/vlm --minutes 95 --batch-size 32 --lr 6e-4 --warmup-steps 50 --seed 10 --threads 1 --mix 0.15,0.22,0.53,0.03,0.07 --edit-kinds 1.2,1.5,1.2,1,2,1.2,0.3 --rewrite-order request
 	$(PY) -m unifusion_core.toy ship-vlm runs/vlm9b/vlm
+	$(PY) -m unifusion_core.toy train-vlm --init-from unifusion_core/toy/models/unifusion-toy-vlm --out runs/vlm10b/vlm --minutes 97 --batch-size 32 --lr 5e-4 --warmup-steps 50 --seed 12 --threads 1 --mix 0.12,0.20,0.58,0.03,0.07 --edit-kinds 1.3,1.8,2.5,0.8,2.5,1.0,0.2 --rewrite-order request
+	$(PY) -m unifusion_core.toy ship-vlm runs/vlm10b/vlm
 
 # the quality report of the shipped toy models (README "Toy models")
 quality: $(STAMP)
