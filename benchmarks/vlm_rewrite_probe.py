@@ -64,12 +64,12 @@ def main() -> int:
         scene = random_scene(rng)
         text, trace, _ = paraphrase_ordered(scene, random.Random(rng.random()), a.split)
         out, copy = rewrite(text), rewrite(describe(scene))
-        used = set(trace) | {f"pos:{form}" for p, form in held_positions.items() if p in text}
-        for form in used:
-            forms[form][0] += parse_description(out) == scene
+        right = parse_description(out) == scene
+        for form in set(trace) | {f"pos:{form}" for p, form in held_positions.items() if p in text}:
+            forms[form][0] += right
             forms[form][1] += 1
         c = counts[len(scene.objects)]
-        c[0] += parse_description(out) == scene
+        c[0] += right
         c[1] += out == describe(scene)
         c[2] += parse_description(copy) == scene
         c[3] += 1
