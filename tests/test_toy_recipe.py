@@ -108,21 +108,14 @@ def test_ship_vlm_only_with_other_shapes_leaves_checkpoint_and_shipped_vlm_as_th
     """The retarget runs after the copy and before the swap: a VLM of other shapes (the test preset,
     against the toy checkpoint) is refused in one sentence, the copy is removed, the shipped folder and
     the checkpoint are byte for byte what they were."""
-    import shutil
-
     import pytest
 
     from unifusion_core.errors import UniFusionError
-    from unifusion_core.toy.shipped import CHECKPOINT
 
     other = tmp_path / "runs" / "vlm"
     train(VLMTrainConfig(out=str(other), preset="test", max_steps=1, log_every=1, batch_size=2))
-    ckpt, shipped = tmp_path / "models" / "unifusion-toy.safetensors", tmp_path / "models" / "unifusion-toy-vlm"
-    shipped.mkdir(parents=True)
+    ckpt, shipped = _shipped_pair_in(tmp_path, monkeypatch)
     (shipped / "model.safetensors").write_bytes(b"the shipped one")
-    shutil.copyfile(CHECKPOINT, ckpt)
-    monkeypatch.setattr(recipe, "CHECKPOINT", ckpt)
-    monkeypatch.setattr(recipe, "VLM_DIR", shipped)
     before = ckpt.read_bytes()
     with pytest.raises(UniFusionError):
         recipe.ship_vlm_only(other)
@@ -133,17 +126,11 @@ def test_ship_vlm_only_with_other_shapes_leaves_checkpoint_and_shipped_vlm_as_th
 
 def test_ship_vlm_only_whose_copy_fails_leaves_the_checkpoint_unretargeted(tmp_path, monkeypatch):
     """A copy that fails (a full disk) happens before the checkpoint is touched: the pair stays as shipped."""
-    import shutil
-
     import pytest
 
-    from unifusion_core.toy.shipped import CHECKPOINT, VLM_DIR
+    from unifusion_core.toy.shipped import VLM_DIR
 
-    ckpt, shipped = tmp_path / "models" / "unifusion-toy.safetensors", tmp_path / "models" / "unifusion-toy-vlm"
-    shipped.mkdir(parents=True)
-    shutil.copyfile(CHECKPOINT, ckpt)
-    monkeypatch.setattr(recipe, "CHECKPOINT", ckpt)
-    monkeypatch.setattr(recipe, "VLM_DIR", shipped)
+    ckpt, _ = _shipped_pair_in(tmp_path, monkeypatch)
 
     def full_disk(src, dst):
         raise OSError(28, "No space left on device")
@@ -153,3 +140,18 @@ def test_ship_vlm_only_whose_copy_fails_leaves_the_checkpoint_unretargeted(tmp_p
     with pytest.raises(OSError):
         recipe.ship_vlm_only(VLM_DIR)
     assert ckpt.read_bytes() == before
+
+
+def _shipped_pair_in(tmp_path, monkeypatch):
+    """A copy of the shipped checkpoint and an empty shipped-VLM folder under ``tmp_path``, put in place
+    of the real ones for ``recipe``'s ship functions: -> (checkpoint, VLM folder)."""
+    import shutil
+
+    from unifusion_core.toy.shipped import CHECKPOINT
+
+    ckpt, shipped = tmp_path / "models" / "unifusion-toy.safetensors", tmp_path / "models" / "unifusion-toy-vlm"
+    shipped.mkdir(parents=True)
+    shutil.copyfile(CHECKPOINT, ckpt)
+    monkeypatch.setattr(recipe, "CHECKPOINT", ckpt)
+    monkeypatch.setattr(recipe, "VLM_DIR", shipped)
+    return ckpt, shipped
