@@ -155,3 +155,60 @@ def _shipped_pair_in(tmp_path, monkeypatch):
     monkeypatch.setattr(recipe, "CHECKPOINT", ckpt)
     monkeypatch.setattr(recipe, "VLM_DIR", shipped)
     return ckpt, shipped
+
+
+def test_a_soup_is_the_mean_of_its_members_and_keeps_their_history(tmp_path, caplog):
+    import torch
+    from safetensors.torch import load_file
+
+    from unifusion_core.toy.vlm_train import soup
+    from unifusion_core.vlm import load_vlm
+
+    caplog.set_level(logging.INFO)
+    base, a, b = tmp_path / "base", tmp_path / "a", tmp_path / "b"
+    train(VLMTrainConfig(out=str(base), preset="test", max_steps=2, log_every=1, batch_size=2))
+    for out, seed in ((a, 1), (b, 2)):
+        train(VLMTrainConfig(out=str(out), preset="test", max_steps=2, log_every=1, batch_size=2, seed=seed,
+                             init_from=str(base)))
+    out = soup(tmp_path / "soup", [a, b])
+    wa, wb, ws = (load_file(p / "model.safetensors") for p in (a, b, out))
+    assert ws.keys() == wa.keys()
+    moved = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert moved  # the members differ, so the mean is neither of them
+    for k in wa:
+        assert torch.allclose(ws[k].double(), (wa[k].double() + wb[k].double()) / 2, atol=1e-6), k
+    emb = next(k for k in ws if k.endswith("embed_tokens.weight"))
+    loaded = load_vlm(str(out)).model.get_input_embeddings().weight  # the loader reads the mean
+    assert torch.equal(loaded.detach().float(), ws[emb].float()) and not torch.equal(ws[emb], wa[emb])
+    log = (out / "train.log").read_text().splitlines()
+    assert log[:len((a / "train.log").read_text().splitlines())] == (a / "train.log").read_text().splitlines()
+    heads = [ln.split(" (")[0] for ln in log if ln.startswith("# stage ")]
+    assert heads == ["# stage 1", "# stage 2", "# stage 3"] and "soup" in log[-1]
+    assert any(ln.startswith("# member stage 2") for ln in log)  # b's own stage, not counted as the soup's
+    assert sum(ln.startswith("step ") for ln in log) == 2 + 2 + 2  # base, a's stage and b's stage, once each
+
+
+def test_a_soup_refuses_members_that_differ_and_writes_nothing(tmp_path):
+    import json
+    import shutil
+
+    import pytest
+
+    from unifusion_core.errors import UniFusionError
+    from unifusion_core.toy.toy_vlm import ToyVLMConfig, build_toy_vlm
+    from unifusion_core.toy.vlm_train import soup
+
+    a = build_toy_vlm(tmp_path / "a", ToyVLMConfig.preset("test"))
+    wide = build_toy_vlm(tmp_path / "wide", ToyVLMConfig(**{**vars(ToyVLMConfig.preset("test")), "intermediate_size": 96}))
+    with pytest.raises(UniFusionError, match="same sizes"):
+        soup(tmp_path / "s1", [a, wide])
+    other = tmp_path / "other"
+    shutil.copytree(a, other)
+    (other / "train_config.json").write_text(json.dumps({"edit_rewrite": "source_first"}))
+    with pytest.raises(UniFusionError, match="edit rewrite style"):
+        soup(tmp_path / "s2", [a, other])
+    with pytest.raises(UniFusionError, match="two or more"):
+        soup(tmp_path / "s3", [a])
+    with pytest.raises(UniFusionError, match="already exists"):
+        soup(other, [a, a])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "other", "wide"]  # no soup, no partial folder

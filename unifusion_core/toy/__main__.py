@@ -1,6 +1,6 @@
-"""``python -m unifusion_core.toy {write,check,show,train-vlm,eval-vlm,curve}``: write a shapes dataset,
-check it, show a scene, train the toy VLM from scratch, measure a toy VLM folder, score a training
-run's snapshots strictly (learning curve)."""
+"""``python -m unifusion_core.toy {write,check,show,train-vlm,eval-vlm,curve,ship-vlm,soup-vlm}``: write a
+shapes dataset, check it, show a scene, train the toy VLM from scratch, measure a toy VLM folder, score a
+training run's snapshots strictly (learning curve), ship a continued VLM, average continued VLMs."""
 from __future__ import annotations
 
 import argparse
@@ -91,6 +91,12 @@ def cmd_ship_vlm(args) -> None:
     ship_vlm_only(Path(args.folder))
 
 
+def cmd_soup_vlm(args) -> None:
+    from .vlm_train import soup
+
+    soup(args.out, args.sources)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m unifusion_core.toy", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -138,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
                                         "(its checkpoint retargeted to name it; measure the pair first)")
     v.add_argument("folder")
     v.set_defaults(func=cmd_ship_vlm)
+    m = sub.add_parser("soup-vlm", help="average the weights of toy VLM folders continued from one shared stage "
+                                        "into a new folder (a model soup; measure it before shipping)")
+    m.add_argument("out", help="the new folder")
+    m.add_argument("sources", nargs="+", help="two or more toy VLM folders of the same sizes and vocabulary")
+    m.set_defaults(func=cmd_soup_vlm)
     return p
 
 

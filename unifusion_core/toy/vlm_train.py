@@ -310,6 +310,83 @@ def _check_same_vocabulary(folder: Path, tokenizer) -> None:
                              "read the wrong embedding rows. Train from scratch or keep the word list unchanged.")
 
 
+def soup(out, sources) -> Path:
+    """Average the weights of toy VLM folders continued from one shared stage (a uniform model soup)
+    into a new folder ``out``: the first source's files with the mean weights, a ``train_config.json``
+    naming every member and a ``train.log`` holding the first member's history, the other members'
+    own stages and one header for the soup. Members must share sizes, vocabulary, every weight name
+    and shape, and the edit rewrite style; otherwise one sentence says which differs."""
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from .toy_vlm import read_toy_json
+
+    out, sources = Path(out), [Path(s) for s in sources]
+    if len(sources) < 2:
+        raise UniFusionError(f"a soup averages two or more toy VLM folders, got {len(sources)}.")
+    if out.exists():
+        raise UniFusionError(f"{out} already exists; give the soup a new folder.")
+    metas = [read_toy_json(s) for s in sources]  # a toy VLM folder each, or one sentence
+    first, styles = sources[0], [trained_edit_rewrite(s) for s in sources]
+    vocab = json.loads((first / "tokenizer.json").read_text())["model"]["vocab"]
+    sds = [load_file(s / "model.safetensors") for s in sources]
+    for src, meta, style, sd in zip(sources[1:], metas[1:], styles[1:], sds[1:]):
+        if meta["config"] != metas[0]["config"]:
+            raise UniFusionError(f"soup members must have the same sizes: {first} has {metas[0]['config']}, "
+                                 f"{src} has {meta['config']}.")
+        if json.loads((src / "tokenizer.json").read_text())["model"]["vocab"] != vocab:
+            raise UniFusionError(f"soup members must share one vocabulary: {src} has other word ids than {first}.")
+        if style != styles[0]:
+            raise UniFusionError(f"soup members must be trained with one edit rewrite style: {first} has "
+                                 f"{styles[0]!r}, {src} has {style!r}.")
+        if {k: v.shape for k, v in sd.items()} != {k: v.shape for k, v in sds[0].items()}:
+            raise UniFusionError(f"soup members must have the same weights: {src} has other weight names or "
+                                 f"shapes than {first}.")
+    with safe_open(first / "model.safetensors", "pt") as f:
+        metadata = f.metadata()
+    mean = {k: (sum(sd[k].double() for sd in sds) / len(sds)).to(v.dtype) if v.is_floating_point() else v
+            for k, v in sds[0].items()}
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(first, tmp)
+    save_file(mean, tmp / "model.safetensors", metadata=metadata)
+    members = [{"folder": str(s), "trained_steps": m.get("trained_steps", 0),
+                "trained_minutes": m.get("trained_minutes", 0.0)} for s, m in zip(sources, metas)]
+    (tmp / "toy_vlm.json").write_text(json.dumps({
+        "config": metas[0]["config"], "soup_of": members,
+        # the longest path of training that led to it; the members' own figures are in soup_of
+        "trained_steps": max(m["trained_steps"] for m in members),
+        "trained_minutes": max(m["trained_minutes"] for m in members)}, indent=2))
+    configs = [json.loads((s / "train_config.json").read_text()) if (s / "train_config.json").is_file() else {}
+               for s in sources]
+    (tmp / "train_config.json").write_text(json.dumps(
+        {"soup_of": configs, "edit_rewrite": styles[0]}, indent=2))
+    (tmp / "train.log").write_text(_soup_history(sources))
+    tmp.rename(out)
+    log.info("wrote %s: the mean of %d toy VLM folders' weights", out, len(sources))
+    return out
+
+
+def _soup_history(sources: list[Path]) -> str:
+    """The first member's train.log, then each other member's lines after the part it shares with the
+    first (its own stage, its header marked so that it does not count as a stage of the soup), then a
+    header for the soup itself."""
+    logs = [(s / "train.log").read_text().splitlines() if (s / "train.log").is_file() else [] for s in sources]
+    lines = list(logs[0])
+    for src, other in zip(sources[1:], logs[1:]):
+        shared = 0
+        while shared < min(len(other), len(logs[0])) and other[shared] == logs[0][shared]:
+            shared += 1
+        lines.append(f"# soup member {src}, after the {shared} log lines it shares with {sources[0]}:")
+        lines += [ln.replace("# stage ", "# member stage ", 1) if ln.startswith("# stage ") else ln
+                  for ln in other[shared:]]
+    n = sum(ln.startswith("# stage ") for ln in lines) + 1
+    names = ", ".join(str(s) for s in sources)
+    return "\n".join(lines + [f"# stage {n} (soup: the mean of the weights of {names})"]) + "\n"
+
+
 def _encoder(out: Path, model, tokenizer) -> VLMEncoder:
     from .toy_vlm import load_processor
 
