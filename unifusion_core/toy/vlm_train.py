@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -301,13 +302,17 @@ def _warm_start(folder: Path, tokenizer):
 def _check_same_vocabulary(folder: Path, tokenizer) -> None:
     """A warm start keeps the embedding rows, so the toy language must still have the word ids the
     folder's model was trained with (a new word in lexicon.py shifts every id after it)."""
-    saved = json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]
-    now = tokenizer.get_vocab()
+    saved, now = _saved_vocabulary(folder), tokenizer.get_vocab()
     if saved != now:
         diff = sorted(t for t in set(now) | set(saved) if now.get(t) != saved.get(t))
         raise UniFusionError(f"--init-from {folder} was trained on a vocabulary of {len(saved)} words and the toy "
                              f"language now has {len(now)} (differing: {', '.join(diff[:8])}); a warm start would "
                              "read the wrong embedding rows. Train from scratch or keep the word list unchanged.")
+
+
+def _saved_vocabulary(folder: Path) -> dict[str, int]:
+    """The word ids of a toy VLM folder's tokenizer.json."""
+    return json.loads((Path(folder) / "tokenizer.json").read_text())["model"]["vocab"]
 
 
 def soup(out, sources) -> Path:
@@ -330,18 +335,19 @@ def soup(out, sources) -> Path:
         raise UniFusionError(f"{out} already exists; give the soup a new folder.")
     metas = [read_toy_json(s) for s in sources]  # a toy VLM folder each, or one sentence
     first, styles = sources[0], [trained_edit_rewrite(s) for s in sources]
-    vocab = json.loads((first / "tokenizer.json").read_text())["model"]["vocab"]
+    vocab = _saved_vocabulary(first)
     sds = [load_file(s / "model.safetensors") for s in sources]
+    shapes = {k: v.shape for k, v in sds[0].items()}
     for src, meta, style, sd in zip(sources[1:], metas[1:], styles[1:], sds[1:]):
         if meta["config"] != metas[0]["config"]:
             raise UniFusionError(f"soup members must have the same sizes: {first} has {metas[0]['config']}, "
                                  f"{src} has {meta['config']}.")
-        if json.loads((src / "tokenizer.json").read_text())["model"]["vocab"] != vocab:
+        if _saved_vocabulary(src) != vocab:
             raise UniFusionError(f"soup members must share one vocabulary: {src} has other word ids than {first}.")
         if style != styles[0]:
             raise UniFusionError(f"soup members must be trained with one edit rewrite style: {first} has "
                                  f"{styles[0]!r}, {src} has {style!r}.")
-        if {k: v.shape for k, v in sd.items()} != {k: v.shape for k, v in sds[0].items()}:
+        if {k: v.shape for k, v in sd.items()} != shapes:
             raise UniFusionError(f"soup members must have the same weights: {src} has other weight names or "
                                  f"shapes than {first}.")
     with safe_open(first / "model.safetensors", "pt") as f:
@@ -376,9 +382,7 @@ def _soup_history(sources: list[Path]) -> str:
     logs = [(s / "train.log").read_text().splitlines() if (s / "train.log").is_file() else [] for s in sources]
     lines = list(logs[0])
     for src, other in zip(sources[1:], logs[1:]):
-        shared = 0
-        while shared < min(len(other), len(logs[0])) and other[shared] == logs[0][shared]:
-            shared += 1
+        shared = len(os.path.commonprefix([logs[0], other]))  # works on lists of lines too
         lines.append(f"# soup member {src}, after the {shared} log lines it shares with {sources[0]}:")
         lines += [ln.replace("# stage ", "# member stage ", 1) if ln.startswith("# stage ") else ln
                   for ln in other[shared:]]
