@@ -151,10 +151,11 @@ def _object_phrases(description: str) -> list[str]:
 
 
 def test_source_first_states_the_target_in_the_sources_order_one_object_changed():
-    """The part after the mark is the source's text with one object's words changed in place (a moved
-    object keeps its place, not its cell's), an added object last, a removed one left out."""
+    """The part after the mark (and the whole ``in_place`` rewrite) is the source's text with one
+    object's words changed in place (a moved object keeps its place, not its cell's), an added object
+    last, a removed one left out."""
     from unifusion_core.toy import lexicon
-    from unifusion_core.toy.language import edit_rewrite
+    from unifusion_core.toy.language import edit_rewrite, parse_description
 
     rng, reordered = random.Random(11), 0
     for kind in EDIT_KINDS:
@@ -163,6 +164,9 @@ def test_source_first_states_the_target_in_the_sources_order_one_object_changed(
             source, target = Scene.from_json(ex["refs"][0]), Scene.from_json(ex["target"])
             head, tail = (_object_phrases(t) for t in ex["rewrite"].split(f". {lexicon.EDIT_MARK} "))
             assert ex["rewrite"] == edit_rewrite(source, target, "source_first")
+            # the in_place style is the part after the mark alone, and states the target
+            assert edit_rewrite(source, target, "in_place") == ex["rewrite"].split(f". {lexicon.EDIT_MARK} ")[1]
+            assert parse_description(edit_rewrite(source, target, "in_place")) == target
             if kind == "add":
                 assert tail[:-1] == head and len(tail) == len(head) + 1, ex
             elif kind == "remove":

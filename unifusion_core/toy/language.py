@@ -13,7 +13,8 @@ An edit rewrite in the ``source_first`` style (``edit_rewrite``) states the sour
     a large red circle in the top left on a grey background. edited: a large blue circle in the top left on ...
 
 and parses to the scene after the mark (the edited image); the target lists its objects in the source's
-order (``in_place``: a moved object keeps its place in the text, an added one comes last).
+order (``in_place``: a moved object keeps its place in the text, an added one comes last). The
+``in_place`` style is that part alone: the source's description with one object's words changed.
 ``paraphrase(scene, rng, split)`` draws a variant from the ``train`` or ``heldout`` forms of
 lexicon.py; the two splits share no template (see ``paraphrase_traced``) and the held-out split
 uses only words the train split uses. All text is lower case; ``words`` splits it into tokens.
@@ -28,7 +29,9 @@ from . import lexicon as lx
 from .world import BACKGROUNDS, OBJECT_COLORS, SHAPES, SIZES, Obj, Scene
 
 SPLITS = ("train", "heldout")
-EDIT_REWRITES = ("target", "source_first")  # an edit's VERIFI rewrite: the target's description, or source's first
+# an edit's VERIFI rewrite: the target's description (by cell), the same with the objects in the source's
+# order ("in_place"), or the source's description first and then that ("source_first")
+EDIT_REWRITES = ("target", "in_place", "source_first")
 _TOKEN = re.compile(r"[a-z]+|[.,;:]")
 
 
@@ -87,15 +90,17 @@ def in_place(source: Scene, target: Scene) -> list:
 
 
 def edit_rewrite(source: Scene, target: Scene, style: str = "target") -> str:
-    """An edit's VERIFI rewrite: ``style`` "target" is the target's description; "source_first" states
-    the source's description first and then, after ``lexicon.EDIT_MARK``, the target's with its objects
-    in the source's order (``in_place``), so the VLM edits a text it has just read off the image, one
-    object's words, instead of editing the image in one go."""
+    """An edit's VERIFI rewrite: ``style`` "target" is the target's description (objects by cell, so a
+    move or an addition reorders them); "in_place" is the target's with its objects in the source's
+    order (``in_place``), the source's text with one object's words changed; "source_first" states the
+    source's description first and then, after ``lexicon.EDIT_MARK``, the in-place target, so the VLM
+    edits a text it has just read off the image instead of editing the image in one go."""
     if style not in EDIT_REWRITES:
         raise UniFusionError(f"edit rewrite style should be one of {EDIT_REWRITES}, found {style!r}.")
     if style == "target":
         return describe(target)
-    return f"{describe(source)}. {lx.EDIT_MARK} {describe_in_order(target, in_place(source, target))}"
+    kept_order = describe_in_order(target, in_place(source, target))
+    return kept_order if style == "in_place" else f"{describe(source)}. {lx.EDIT_MARK} {kept_order}"
 
 
 def _alt(names) -> str:

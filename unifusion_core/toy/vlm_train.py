@@ -70,7 +70,7 @@ class VLMTrainConfig:
     init_from: str = ""  # a toy VLM folder to continue from (its steps and minutes add up)
     augment: float = 0.0  # share of T2I / edit requests perturbed by ``augment`` (train phrasing only)
     rewrite_order: str = "canonical"  # T2I rewrites list the objects "canonical"ly (by cell) or in the "request"'s order
-    edit_rewrite: str = "target"  # edit rewrites: the "target"'s description, or the source's first ("source_first")
+    edit_rewrite: str = "target"  # edit rewrites: language.EDIT_REWRITES (target by cell, in_place, source_first)
     edit_kinds: tuple = ()  # edit kind weights in EDIT_KINDS order; (): every kind equally often
     device: str = "cpu"  # "cpu" | "cuda" | "auto" (CUDA when present)
     workers: int = 0  # processes drawing batches (a GPU outruns one CPU core's batches); 0: in the loop
@@ -96,8 +96,8 @@ def make_prompt(task: str, rng: random.Random, split: str = "train", augment_sha
                 edit_kinds: tuple = ()) -> tuple[Prompt, Scene]:
     """One example of ``task``: the prompt with its answer in ``generated``, and the target scene.
     ``rewrite_order`` "request": a T2I rewrite lists the objects in the order the request names them
-    (canonical phrasing each), so rewriting needs no reordering. ``edit_rewrite`` "source_first": an
-    edit rewrite describes the source image first (``language.edit_rewrite``). ``edit_kinds``: weights
+    (canonical phrasing each), so rewriting needs no reordering. ``edit_rewrite``: "in_place" keeps
+    the source's object order, "source_first" describes the source image first (``language.edit_rewrite``). ``edit_kinds``: weights
     of the edit kinds (``EDIT_KINDS`` order), () for a uniform draw."""
     if task == "caption":
         scene = random_scene(rng)
@@ -465,7 +465,8 @@ def parse_args(argv=None) -> VLMTrainConfig:
     p.add_argument("--rewrite-order", default=d.rewrite_order, choices=("canonical", "request"),
                    help="T2I rewrites: objects by cell (canonical) or in the request's order")
     p.add_argument("--edit-rewrite", default=d.edit_rewrite, choices=EDIT_REWRITES,
-                   help="edit rewrites: the target's description, or the source image's description first")
+                   help="edit rewrites: the target's description by cell, the same in the source's object order "
+                        "(in_place), or the source image's description first and then that (source_first)")
     p.add_argument("--device", default=d.device, choices=("cpu", "cuda", "auto"))
     p.add_argument("--workers", type=int, default=d.workers, help="batch-drawing processes (for a GPU)")
     p.add_argument("--augment", type=float, default=d.augment,
