@@ -235,7 +235,9 @@ def paraphrase_ordered(scene: Scene, rng: random.Random, split: str = "train"
     phrases = [object_phrase(o, rng, split, trace) for o in objs]
     bg = _background(scene, rng, split, trace)
     if name.startswith("rel_"):
-        order = [objs[1], objs[0], *objs[2:]] if name == "rel_before" else objs  # rel_before names the 2nd first
+        head = lx.RELATION_FRAMES[name][0]  # frames whose head names {obj} before {first} mention the 2nd first
+        second_first = "{obj}" in head and head.index("{obj}") < head.index("{first}")
+        order = [objs[1], objs[0], *objs[2:]] if second_first else objs
         return _relational(name, objs, phrases, bg, rng), tuple(trace), tuple(order)
     return frames[name].format(objs=join_list(phrases), **bg), tuple(trace), tuple(objs)
 

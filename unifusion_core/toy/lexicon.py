@@ -86,7 +86,7 @@ SCENE_TEMPLATES = {
               "s_bg_then": "the background is {bgadj}. there is {objs}.",
               "s_there_and": "there is {objs} and the background is {bgadj}",
               "s_on_first": "on {bgnp}, {objs}", "s_there_on": "there is {objs} on {bgnp}",
-              "rel_after": None, "rel_with": None},
+              "rel_after": None, "rel_with": None, "rel_is": None, "rel_and": None},
     "heldout": {"s_bg_first": "the background is {bgadj} and there is {objs}",
                 "s_on_there": "on {bgnp} there is {objs}", "rel_before": None},
 }
@@ -94,6 +94,10 @@ RELATION_FRAMES = {
     "rel_after": ("{first} on {bgnp}.", "{obj} is {rel} the {anchor}."),
     "rel_with": ("{first}, with", "{obj} {rel} it", ", on {bgnp}"),
     "rel_before": ("{obj}, {rel} {first},", "and {obj},", "on {bgnp}"),
+    # stage 10: train frames where a relation word is followed by a whole object phrase ("rel_is") and
+    # a second "it" frame; the held-out rel_before wording (", to the left of ...") stays unseen
+    "rel_is": ("there is {obj} {rel} {first}.", "there is {obj}.", "the background is {bgadj}."),
+    "rel_and": ("{first}, and {obj} {rel} it,", "with {obj},", "on {bgnp}"),
 }
 RELATION_WORDS = {"left of": "to the left of", "right of": "to the right of", "above": "above", "below": "below"}
 
