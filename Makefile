@@ -87,6 +87,8 @@ toy-train: $(STAMP)
 	$(PY) -m unifusion_core.toy ship-vlm runs/vlm9b/vlm
 	$(PY) -m unifusion_core.toy train-vlm --init-from unifusion_core/toy/models/unifusion-toy-vlm --out runs/vlm10b/vlm --minutes 97 --batch-size 32 --lr 5e-4 --warmup-steps 50 --seed 12 --threads 1 --mix 0.12,0.20,0.58,0.03,0.07 --edit-kinds 1.3,1.8,2.5,0.8,2.5,1.0,0.2 --rewrite-order request
 	$(PY) -m unifusion_core.toy ship-vlm runs/vlm10b/vlm
+	$(PY) -m unifusion_core.toy train-vlm --init-from unifusion_core/toy/models/unifusion-toy-vlm --out runs/vlm12c/vlm --minutes 75 --batch-size 32 --lr 4e-4 --warmup-steps 50 --seed 17 --threads 1 --mix 0.10,0.30,0.50,0.03,0.07 --edit-kinds 1.7,3.0,2.7,1.5,2.0,0.8,0.15 --rewrite-order request --edit-rewrite in_place
+	$(PY) -m unifusion_core.toy ship-vlm runs/vlm12c/vlm
 
 # the quality report of the shipped toy models (README "Toy models")
 quality: $(STAMP)
