@@ -123,7 +123,7 @@ def test_the_edit_rewrite_style_a_folder_was_trained_with(tmp_path):
 
     from unifusion_core.errors import UniFusionError
     from unifusion_core.toy import lexicon
-    from unifusion_core.toy.vlm_train import make_prompt, parse_args, trained_edit_rewrite
+    from unifusion_core.toy.vlm_train import make_prompt, parse_args, stage_edit_rewrite, trained_edit_rewrite
 
     assert trained_edit_rewrite(tmp_path) == "target"  # no train_config.json: the original style
     (tmp_path / "train_config.json").write_text(json.dumps({"edit_rewrite": "source_first"}))
@@ -132,6 +132,12 @@ def test_the_edit_rewrite_style_a_folder_was_trained_with(tmp_path):
     with pytest.raises(UniFusionError, match="edit rewrite style"):
         trained_edit_rewrite(tmp_path)
     assert parse_args(["--edit-rewrite", "source_first"]).edit_rewrite == "source_first"
+    # a stage continuing a VLM keeps the style it was trained with unless the flag says otherwise
+    (tmp_path / "train_config.json").write_text(json.dumps({"edit_rewrite": "in_place"}))
+    assert parse_args(["--init-from", str(tmp_path)]).edit_rewrite == "in_place"
+    assert parse_args(["--init-from", str(tmp_path), "--edit-rewrite", "target"]).edit_rewrite == "target"
+    assert parse_args([]).edit_rewrite == "target"  # from scratch
+    assert stage_edit_rewrite(None, tmp_path) == "in_place" and stage_edit_rewrite("target", tmp_path) == "target"
     prompt, target = make_prompt("edit", random.Random(1), edit_rewrite="source_first")
     plain, same = make_prompt("edit", random.Random(1))
     assert target == same and lexicon.EDIT_MARK in prompt.generated and lexicon.EDIT_MARK not in plain.generated

@@ -100,7 +100,7 @@ def main(argv=None) -> int:
                    help="task weights: caption,t2i,edit,pick,compose (default: the shipped VLM's last stage)")
     v.add_argument("--edit_kinds", default="", help="edit kind weights in language.EDIT_KINDS order (default: equal)")
     v.add_argument("--rewrite_order", default="canonical", choices=("canonical", "request"))
-    v.add_argument("--edit_rewrite", default="target", choices=EDIT_REWRITES)
+    v.add_argument("--edit_rewrite", default=None, choices=EDIT_REWRITES, help="default: the style of the VLM continued")
     v.add_argument("--workers", type=int, default=_workers())
     v.add_argument("--eval_n", type=int, default=100)
     d = sub.add_parser("dit", help="a further DiT stage on the GPU")
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     d.add_argument("--curve_n", type=int, default=60)
     d.add_argument("--curve_edits", type=int, default=28, help="held-out edits in the curve's probe")
     d.add_argument("--rewrite_order", default="canonical", choices=("canonical", "request"))
-    d.add_argument("--edit_rewrite", default="target", choices=EDIT_REWRITES)
+    d.add_argument("--edit_rewrite", default=None, choices=EDIT_REWRITES, help="default: the style --vlm was trained with")
     for p in (v, d):
         p.add_argument("--out", required=True, help="where the files to bring back go ($OUT on the device)")
         p.add_argument("--work", default="runs/gpu_stage", help="scratch folder (stays on the device)")
@@ -121,6 +121,8 @@ def main(argv=None) -> int:
         p.add_argument("--seed", type=int, default=21)
         p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script on a CPU")
     a = ap.parse_args(argv)
+    from .vlm_train import stage_edit_rewrite
+    a.edit_rewrite = stage_edit_rewrite(a.edit_rewrite, (a.init or VLM_DIR) if a.part == "vlm" else a.vlm)
     if a.part == "vlm":
         from .language import EDIT_KINDS
         from .vlm_train import TASKS, parse_weights

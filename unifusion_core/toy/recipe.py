@@ -185,14 +185,17 @@ def main(argv=None) -> int:
     stage.add_argument("--stage_edits", type=int, default=-1, help="single-reference edits (-1: 40%% of --stage_t2i)")
     stage.add_argument("--rewrite_order", default="canonical", choices=("canonical", "request"),
                        help="T2I VERIFI rewrites: objects by cell, or in the request's order (a VLM trained so)")
-    stage.add_argument("--edit_rewrite", default="target", choices=EDIT_REWRITES,
+    stage.add_argument("--edit_rewrite", default=None, choices=EDIT_REWRITES,
                        help="edit VERIFI rewrites: the target's description by cell, in the source's object order "
-                            "(in_place), or the source's first (source_first); a VLM trained so")
+                            "(in_place), or the source's first (source_first); default: the style --vlm was trained with")
     stage.add_argument("--snapshot_every", type=int, default=250, help="steps between the curve's snapshots")
     stage.add_argument("--stage_seed", type=int, default=11, help="data seed (each stage its own)")
     stage.add_argument("--abs_pos_grid", type=int, default=8, help="learned absolute position table (-1: keep)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    from .vlm_train import stage_edit_rewrite
+
+    args.edit_rewrite = stage_edit_rewrite(args.edit_rewrite, args.vlm)
     if args.continue_from:
         return continue_stage(args)
     out, t0 = Path(args.out), time.time()

@@ -410,12 +410,27 @@ def _save(out: Path, model, tokenizer, vcfg: ToyVLMConfig, step: int, start: flo
 
 def trained_edit_rewrite(folder) -> str:
     """The edit rewrite style a toy VLM folder was trained with (its last stage's train_config.json;
-    "target" when it predates the option or was not trained by train-vlm)."""
+    "target" when it predates the option, was not trained by train-vlm, or ``folder`` is None: a
+    VLM trained from scratch). A stage continuing a folder defaults to its style, so that the VLM and
+    the DiT trained on it keep writing and reading one style unless a flag says otherwise."""
+    if folder is None:
+        return "target"
     path = Path(folder) / "train_config.json"
     style = json.loads(path.read_text()).get("edit_rewrite", "target") if path.is_file() else "target"
     if style not in EDIT_REWRITES:
         raise UniFusionError(f"{path} should name an edit rewrite style of {EDIT_REWRITES}, found {style!r}.")
     return style
+
+
+def stage_edit_rewrite(flag: str | None, folder) -> str:
+    """The edit rewrite style of a stage that continues or trains on the VLM ``folder``: ``flag`` when
+    given (with a warning when the VLM was trained to write another style), else the VLM's own."""
+    trained = trained_edit_rewrite(folder)
+    if flag is None:
+        return trained
+    if flag != trained:
+        log.warning("edit rewrite style %s, but %s was trained to write %s edit rewrites", flag, folder, trained)
+    return flag
 
 
 def evaluate(folder, n: int = 200, seed: int = 12345, tasks=("caption", "t2i", "edit")) -> dict:
@@ -464,9 +479,10 @@ def parse_args(argv=None) -> VLMTrainConfig:
                    help="auto: bf16 autocast only where a short probe finds it faster on this machine")
     p.add_argument("--rewrite-order", default=d.rewrite_order, choices=("canonical", "request"),
                    help="T2I rewrites: objects by cell (canonical) or in the request's order")
-    p.add_argument("--edit-rewrite", default=d.edit_rewrite, choices=EDIT_REWRITES,
+    p.add_argument("--edit-rewrite", default=None, choices=EDIT_REWRITES,
                    help="edit rewrites: the target's description by cell, the same in the source's object order "
-                        "(in_place), or the source image's description first and then that (source_first)")
+                        "(in_place), or the source image's description first and then that (source_first); "
+                        "default: the style --init-from was trained with, else target")
     p.add_argument("--device", default=d.device, choices=("cpu", "cuda", "auto"))
     p.add_argument("--workers", type=int, default=d.workers, help="batch-drawing processes (for a GPU)")
     p.add_argument("--augment", type=float, default=d.augment,
@@ -483,7 +499,8 @@ def parse_args(argv=None) -> VLMTrainConfig:
                           lr=a.lr, max_steps=a.max_steps, seed=a.seed, log_every=a.log_every, precision=a.precision,
                           threads=a.threads, warmup_steps=a.warmup_steps, init_from=a.init_from, mix=mix,
                           augment=a.augment, device=a.device, workers=a.workers, rewrite_order=a.rewrite_order,
-                          edit_rewrite=a.edit_rewrite, edit_kinds=edit_kinds)
+                          edit_rewrite=stage_edit_rewrite(a.edit_rewrite, a.init_from or None),
+                          edit_kinds=edit_kinds)
 
 
 def parse_weights(flag: str, text: str, names: tuple) -> tuple:
