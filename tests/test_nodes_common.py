@@ -202,3 +202,17 @@ def test_every_workflow_has_a_template_browser_thumbnail():
         img = Image.open(WORKFLOWS / f"{TEMPLATE_TITLES[name]}.jpg")
         assert img.format == "JPEG" and img.size == (512, 384), name
         assert len(set(img.convert("L").resize((32, 24)).getdata())) > 8, f"{name}.jpg is a blank card"
+
+
+@pytest.mark.parametrize("name", [w for w in WORKFLOW_NAMES if w.startswith("toy_")])
+def test_toy_workflows_ask_what_the_showcase_asks(name):
+    """The toy workflows are the `make demo` showcase as graphs; its prompts are drawn from the toy
+    language, so a lexicon change that redraws them must rewrite the workflows too (the ComfyUI
+    integration test then compares the images; CI has no ComfyUI, this catches it without one)."""
+    from unifusion_core.toy.showcase import JOBS
+
+    prompts = {job.prompt for job in JOBS}
+    api = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
+    asked = [n["inputs"]["instruction"] for n in api.values()
+             if n["class_type"] in ("UniFusionVLMFeatures", "UniFusionVERIFIRewrite")]
+    assert asked and set(asked) <= prompts, f"{name} asks {set(asked) - prompts}, not the showcase's prompts"
