@@ -162,10 +162,11 @@ def test_source_first_states_the_target_in_the_sources_order_one_object_changed(
         for _ in range(150):
             ex = edit_example(rng, kind=kind, edit_rewrite="source_first")
             source, target = Scene.from_json(ex["refs"][0]), Scene.from_json(ex["target"])
-            head, tail = (_object_phrases(t) for t in ex["rewrite"].split(f". {lexicon.EDIT_MARK} "))
+            parts = ex["rewrite"].split(f". {lexicon.EDIT_MARK} ")
+            head, tail = (_object_phrases(t) for t in parts)
             assert ex["rewrite"] == edit_rewrite(source, target, "source_first")
             # the in_place style is the part after the mark alone, and states the target
-            assert edit_rewrite(source, target, "in_place") == ex["rewrite"].split(f". {lexicon.EDIT_MARK} ")[1]
+            assert edit_rewrite(source, target, "in_place") == parts[1]
             assert parse_description(edit_rewrite(source, target, "in_place")) == target
             if kind == "add":
                 assert tail[:-1] == head and len(tail) == len(head) + 1, ex

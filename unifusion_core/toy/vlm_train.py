@@ -97,8 +97,9 @@ def make_prompt(task: str, rng: random.Random, split: str = "train", augment_sha
     """One example of ``task``: the prompt with its answer in ``generated``, and the target scene.
     ``rewrite_order`` "request": a T2I rewrite lists the objects in the order the request names them
     (canonical phrasing each), so rewriting needs no reordering. ``edit_rewrite``: "in_place" keeps
-    the source's object order, "source_first" describes the source image first (``language.edit_rewrite``). ``edit_kinds``: weights
-    of the edit kinds (``EDIT_KINDS`` order), () for a uniform draw."""
+    the source's object order, "source_first" describes the source image first
+    (``language.edit_rewrite``). ``edit_kinds``: weights of the edit kinds (``EDIT_KINDS`` order), ()
+    for a uniform draw."""
     if task == "caption":
         scene = random_scene(rng)
         return Prompt(rng.choice(CAPTION_INSTRUCTIONS), system_prompt("edit"), [render(scene)],
@@ -410,11 +411,7 @@ def _save(out: Path, model, tokenizer, vcfg: ToyVLMConfig, step: int, start: flo
 
 def trained_edit_rewrite(folder) -> str:
     """The edit rewrite style a toy VLM folder was trained with (its last stage's train_config.json;
-    "target" when it predates the option, was not trained by train-vlm, or ``folder`` is None: a
-    VLM trained from scratch). A stage continuing a folder defaults to its style, so that the VLM and
-    the DiT trained on it keep writing and reading one style unless a flag says otherwise."""
-    if folder is None:
-        return "target"
+    "target" when it predates the option or was not trained by train-vlm)."""
     path = Path(folder) / "train_config.json"
     style = json.loads(path.read_text()).get("edit_rewrite", "target") if path.is_file() else "target"
     if style not in EDIT_REWRITES:
@@ -423,9 +420,10 @@ def trained_edit_rewrite(folder) -> str:
 
 
 def stage_edit_rewrite(flag: str | None, folder) -> str:
-    """The edit rewrite style of a stage that continues or trains on the VLM ``folder``: ``flag`` when
-    given (with a warning when the VLM was trained to write another style), else the VLM's own."""
-    trained = trained_edit_rewrite(folder)
+    """The edit rewrite style of a stage that continues or trains on the VLM ``folder`` ("" or None: a
+    VLM from scratch, "target"): ``flag`` when given (with a warning when the VLM was trained to write
+    another style), else the VLM's own, so that a VLM and the DiT trained on it keep one style."""
+    trained = trained_edit_rewrite(folder) if folder else "target"
     if flag is None:
         return trained
     if flag != trained:
@@ -499,7 +497,7 @@ def parse_args(argv=None) -> VLMTrainConfig:
                           lr=a.lr, max_steps=a.max_steps, seed=a.seed, log_every=a.log_every, precision=a.precision,
                           threads=a.threads, warmup_steps=a.warmup_steps, init_from=a.init_from, mix=mix,
                           augment=a.augment, device=a.device, workers=a.workers, rewrite_order=a.rewrite_order,
-                          edit_rewrite=stage_edit_rewrite(a.edit_rewrite, a.init_from or None),
+                          edit_rewrite=stage_edit_rewrite(a.edit_rewrite, a.init_from),
                           edit_kinds=edit_kinds)
 
 
